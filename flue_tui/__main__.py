@@ -1,0 +1,2 @@
+def main() -> int:
+    raise SystemExit("flue-tui is not built yet")
