@@ -1,0 +1,703 @@
+"""The sandbox's own processes, from fork to exec.
+
+Three processes make a sandbox:
+
+- **A, the keeper** (forked by the spawner): joins the cgroup, unshares the user, PID, network,
+  IPC, UTS and cgroup namespaces, gets its id maps, forks B, then waits. It stays on the
+  host's mount namespace so it can remove the cgroup at the end; if the supervisor vanishes
+  (its control socket reaches EOF, even after a SIGKILL) it kills B and cleans up.
+- **B, PID 1 inside**: unshares the mount namespace, builds the tmpfs root, pivots into it,
+  forks C, hands C's seccomp listener to the supervisor, then reaps orphans and forwards
+  signals; when C exits it kills whatever is left and reports C's status.
+- **C, the main process**: new session, drops every capability, sets no_new_privs, closes
+  stray fds, loads the seccomp filter and execs the command.
+
+Everything here runs between fork and exec in a single-threaded process; errors are reported
+as one JSON message on the control socket and the process exits with 125.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+import stat
+import struct
+import sys
+import time
+from typing import NoReturn
+
+from engine._linux import libc
+from engine.plan import STAGE, LaunchPlan, MountOp
+
+FORWARDED_SIGNALS = (
+    signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+    signal.SIGUSR2, signal.SIGWINCH,
+)
+
+
+class _Stage(Exception):
+    def __init__(self, stage: str, err: BaseException) -> None:
+        super().__init__(stage)
+        self.stage = stage
+        self.err = err
+
+
+def _send(ctrl: int, msg: dict[str, object], fds: list[int] | None = None) -> None:
+    data = json.dumps(msg).encode()
+    try:
+        if fds:
+            sock = socket.socket(fileno=os.dup(ctrl))
+            try:
+                socket.send_fds(sock, [data], fds)
+            finally:
+                sock.close()
+        else:
+            os.write(ctrl, data)
+    except OSError:
+        pass  # the supervisor is gone; the keeper will notice and clean up
+
+
+def _fail(ctrl: int, stage: str, err: BaseException) -> NoReturn:
+    eno = getattr(err, "errno", None) or 0
+    _send(ctrl, {"t": "error", "stage": stage, "errno": eno, "msg": str(err)})
+    os._exit(125)
+
+
+# --- A: the keeper -------------------------------------------------------------------------
+
+def keeper_main(plan: LaunchPlan, ctrl: int, stdio: tuple[int, int, int],
+                pass_map: tuple[tuple[int, int], ...], map_sync: tuple[int, int] | None) -> NoReturn:
+    """Entry point in the freshly forked child. Never returns."""
+    try:
+        _keeper(plan, ctrl, stdio, pass_map, map_sync)
+    except _Stage as st:
+        _fail(ctrl, st.stage, st.err)
+    except BaseException as err:  # noqa: BLE001 - never unwind into the parent's code
+        _fail(ctrl, "keeper", err)
+    os._exit(125)
+
+
+def _arrange_fds(ctrl: int, stdio: tuple[int, int, int], pass_map: tuple[tuple[int, int], ...],
+                 keep: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
+    """Put stdio at 0-2 and passed fds at their numbers; close everything else.
+    Returns the new ctrl fd and the new numbers of ``keep``."""
+    base = 1000
+    plan: list[tuple[int, int]] = [(stdio[0], 0), (stdio[1], 1), (stdio[2], 2)]
+    plan += [(src, dst) for src, dst in pass_map]
+    moved: dict[int, int] = {}
+    wanted = [ctrl, *keep] + [src for src, _ in plan]
+    for i, fd in enumerate(dict.fromkeys(wanted)):
+        moved[fd] = os.dup2(fd, base + i, inheritable=False) if fd >= 0 else -1
+    libc.close_range(0, base - 1)
+    for src, dst in plan:
+        if src >= 0:
+            os.dup2(moved[src], dst, inheritable=True)
+    new_ctrl = os.dup2(moved[ctrl], base - 1, inheritable=False)
+    new_keep = tuple(os.dup2(moved[k], base - 2 - i, inheritable=False) for i, k in enumerate(keep))
+    libc.close_range(base, 0xFFFFFFFF)
+    return new_ctrl, new_keep
+
+
+def _keeper(plan: LaunchPlan, ctrl: int, stdio: tuple[int, int, int],
+            pass_map: tuple[tuple[int, int], ...], map_sync: tuple[int, int] | None) -> None:
+    keep = map_sync if map_sync else ()
+    try:
+        ctrl, keep = _arrange_fds(ctrl, stdio, pass_map, keep)
+        os.setsid()
+    except OSError as err:
+        raise _Stage("fds", err) from err
+    # join the cgroup before unsharing: the cgroup namespace's root becomes this group
+    try:
+        for procs in plan.cgroup_procs:
+            with open(procs, "w") as f:
+                f.write(str(os.getpid()))
+    except OSError as err:
+        raise _Stage("cgroup", err) from err
+    try:
+        if os.geteuid() == 0:
+            os.setgroups([])
+        libc.unshare(plan.ns_flags & ~libc.CLONE_NEWNS)
+    except OSError as err:
+        raise _Stage("unshare", err) from err
+    try:
+        if plan.privileged_maps and keep:
+            to_parent, from_parent = keep
+            os.write(to_parent, b"u")
+            if os.read(from_parent, 1) != b"m":
+                raise OSError(errno.EPERM, "the spawner could not write the id maps")
+        else:
+            _write_maps("self", plan)
+        for fd in keep:
+            os.close(fd)
+    except OSError as err:
+        raise _Stage("idmap", err) from err
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            init_main(plan, ctrl)
+        finally:
+            os._exit(125)
+    _send(ctrl, {"t": "init", "pid": pid})
+    for fd in (0, 1, 2, *(dst for _, dst in pass_map)):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _keeper_wait(plan, ctrl, pid)
+
+
+def write_maps(pid: int, plan: LaunchPlan) -> None:
+    """Called by a privileged spawner for child ``pid`` (root: map to an unprivileged uid)."""
+    _write_maps(str(pid), plan)
+
+
+def _write_maps(who: str, plan: LaunchPlan) -> None:
+    if not plan.privileged_maps:
+        with open(f"/proc/{who}/setgroups", "w") as f:
+            f.write("deny")
+    with open(f"/proc/{who}/uid_map", "w") as f:
+        f.write(f"{plan.uid} {plan.host_uid} 1\n")
+    with open(f"/proc/{who}/gid_map", "w") as f:
+        f.write(f"{plan.gid} {plan.host_gid} 1\n")
+
+
+def _keeper_wait(plan: LaunchPlan, ctrl: int, init_pid: int) -> NoReturn:
+    import select
+
+    rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wfd)
+    for sig in FORWARDED_SIGNALS:  # the supervisor forwards signals; ignore the terminal's
+        signal.signal(sig, signal.SIG_IGN)
+    init_done = False
+    supervisor_gone = False
+    while True:
+        if not init_done:
+            try:
+                pid, status = os.waitpid(init_pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = init_pid, 0
+            if pid == init_pid:
+                init_done = True
+                _send(ctrl, {"t": "init_exit", "status": status})
+                if supervisor_gone:
+                    break
+        try:
+            ready, _, _ = select.select([ctrl, rfd], [], [], None if not init_done else 30)
+        except InterruptedError:
+            continue
+        if not ready:
+            break  # nobody said "done" in 30 s after the sandbox ended: clean up anyway
+        if rfd in ready:
+            try:
+                os.read(rfd, 512)
+            except BlockingIOError:
+                pass
+        if ctrl in ready:
+            try:
+                msg = os.read(ctrl, 4096)
+            except OSError:
+                msg = b""
+            if not msg:  # the supervisor died (maybe by SIGKILL): take the sandbox down
+                supervisor_gone = True
+                try:
+                    os.kill(init_pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                if init_done:
+                    break
+                continue
+            if msg == b"kill":
+                try:
+                    os.kill(init_pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            elif msg == b"done" and init_done:
+                break
+    _cleanup_cgroups(plan.cgroup_dirs)
+    os._exit(0)
+
+
+def _cleanup_cgroups(dirs: tuple[str, ...]) -> None:
+    deadline = time.monotonic() + 3.0
+    for d in dirs:
+        while True:
+            try:
+                os.rmdir(d)
+                break
+            except FileNotFoundError:
+                break
+            except OSError as err:
+                if err.errno == errno.EBUSY and time.monotonic() < deadline:
+                    _kill_cgroup(d)
+                    time.sleep(0.01)
+                    continue
+                break
+
+
+def _kill_cgroup(d: str) -> None:
+    try:
+        with open(os.path.join(d, "cgroup.procs")) as f:
+            pids = [int(x) for x in f.read().split()]
+    except OSError:
+        return
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+# --- B: PID 1 ----------------------------------------------------------------------------------
+
+def init_main(plan: LaunchPlan, ctrl: int) -> NoReturn:
+    try:
+        _init(plan, ctrl)
+    except _Stage as st:
+        _fail(ctrl, st.stage, st.err)
+    except BaseException as err:  # noqa: BLE001
+        _fail(ctrl, "init", err)
+    os._exit(125)
+
+
+def _init(plan: LaunchPlan, ctrl: int) -> None:
+    try:
+        os.setresgid(plan.gid, plan.gid, plan.gid)
+        os.setresuid(plan.uid, plan.uid, plan.uid)
+        libc.set_pdeathsig(signal.SIGKILL)  # after the uid change, which clears it
+    except OSError as err:
+        raise _Stage("setuid", err) from err
+    try:
+        libc.unshare(libc.CLONE_NEWNS)
+        libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
+        build_root(plan)
+    except OSError as err:
+        raise _Stage("rootfs", err) from err
+    try:
+        libc.sethostname(plan.hostname)
+        if plan.net_mode == "loopback":
+            _loopback_up()
+    except OSError as err:
+        raise _Stage("network", err) from err
+
+    all_sigs = set(FORWARDED_SIGNALS) | {signal.SIGCHLD}
+    signal.pthread_sigmask(signal.SIG_BLOCK, all_sigs)
+    to_init_r, to_init_w = os.pipe2(os.O_CLOEXEC)  # C -> B: listener fd number
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)  # B -> C: go ahead and exec
+    exec_r, exec_w = os.pipe2(os.O_CLOEXEC)  # C -> B: errno if exec failed; EOF on success
+    main_pid = os.fork()
+    if main_pid == 0:
+        os.close(to_init_r)
+        os.close(go_w)
+        os.close(exec_r)
+        try:
+            main_process(plan, ctrl, to_init_w, go_r, exec_w)
+        finally:
+            os._exit(127)
+    os.close(to_init_w)
+    os.close(go_r)
+    os.close(exec_w)
+    try:
+        libc.prctl(libc.PR_SET_DUMPABLE, 0)
+    except OSError:
+        pass
+    _handoff(plan, ctrl, main_pid, to_init_r, go_w, exec_r)
+    for fd in range(0, 3):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    libc.close_range(3, ctrl - 1) if ctrl > 3 else None
+    libc.close_range(ctrl + 1, 0xFFFFFFFF)
+    _reap(ctrl, main_pid, all_sigs)
+
+
+def _handoff(plan: LaunchPlan, ctrl: int, main_pid: int, to_init_r: int, go_w: int,
+             exec_r: int) -> None:
+    raw = _read_exact(to_init_r, 4)
+    if len(raw) == 4:
+        (num,) = struct.unpack("i", raw)
+        if num >= 0:
+            try:
+                pidfd = libc.pidfd_open(main_pid)
+                lfd = libc.pidfd_getfd(pidfd, num)
+                os.close(pidfd)
+                _send(ctrl, {"t": "listener"}, [lfd])
+                os.close(lfd)
+            except OSError as err:
+                _send(ctrl, {"t": "warning", "msg": f"seccomp listener handoff failed: {err}"})
+        try:
+            os.write(go_w, b"g")
+        except OSError:
+            pass
+    os.close(go_w)
+    os.close(to_init_r)
+    res = _read_exact(exec_r, 8)
+    os.close(exec_r)
+    if len(res) == 8:
+        eno, stage = struct.unpack("ii", res)
+        _send(ctrl, {"t": "exec_error", "errno": eno, "stage": stage})
+    else:
+        _send(ctrl, {"t": "started", "pid": main_pid})
+
+
+def _read_exact(fd: int, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        try:
+            chunk = os.read(fd, n - len(out))
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def _reap(ctrl: int, main_pid: int, sigs: set[int]) -> NoReturn:
+    main_status: int | None = None
+    while True:
+        info = signal.sigwaitinfo(sigs)
+        if info.si_signo != signal.SIGCHLD:
+            if main_status is None:
+                try:
+                    os.kill(main_pid, info.si_signo)
+                except ProcessLookupError:
+                    pass
+            continue
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                pid = 0
+                break
+            if pid == 0:
+                break
+            if pid == main_pid:
+                main_status = status
+        if main_status is not None:
+            break
+    # the main process is gone: nothing else may outlive it
+    try:
+        os.kill(-1, signal.SIGKILL)
+    except OSError:
+        pass
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+    _send(ctrl, {"t": "main_exit", "status": main_status})
+    os._exit(0)
+
+
+def _loopback_up() -> None:
+    import fcntl
+
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifr = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), siocgifflags, ifr))[1]
+        fcntl.ioctl(s.fileno(), siocsifflags, struct.pack("16sH14x", b"lo", flags | iff_up))
+
+
+# --- the root filesystem -----------------------------------------------------------------------
+
+_O_PATH = getattr(os, "O_PATH", 0o10000000)
+
+
+def _open_source(src: str) -> int:
+    """Open a host path without following any symlink in it."""
+    try:
+        return libc.openat2(-100, src, _O_PATH | os.O_CLOEXEC, 0, libc.RESOLVE_NO_SYMLINKS)
+    except OSError as err:
+        if err.errno == errno.ENOSYS:  # pre-5.6 kernel: last component only
+            return os.open(src, _O_PATH | os.O_CLOEXEC | os.O_NOFOLLOW)
+        raise
+
+
+def _mkdirs_beneath(root_fd: int, rel: str, mode: int = 0o755) -> int:
+    """Create ``rel`` below ``root_fd`` one component at a time, never following symlinks.
+    Returns an O_PATH fd of the final directory."""
+    fd = os.dup(root_fd)
+    for part in [p for p in rel.split("/") if p and p != "."]:
+        if part == "..":
+            os.close(fd)
+            raise OSError(errno.EINVAL, f"'..' in a sandbox path: {rel}")
+        try:
+            nfd = libc.openat2(fd, part, _O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, 0,
+                               libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_BENEATH)
+        except FileNotFoundError:
+            os.mkdir(part, mode, dir_fd=fd)
+            nfd = libc.openat2(fd, part, _O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, 0,
+                               libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_BENEATH)
+        os.close(fd)
+        fd = nfd
+    return fd
+
+
+def _target(root_fd: int, dst: str, is_dir: bool) -> int:
+    """An O_PATH fd for mount point ``dst`` (created if missing), resolved beneath the root."""
+    parent, _, name = dst.rstrip("/").rpartition("/")
+    if not name:
+        return os.dup(root_fd)
+    pfd = _mkdirs_beneath(root_fd, parent)
+    try:
+        if is_dir:
+            try:
+                os.mkdir(name, 0o755, dir_fd=pfd)
+            except FileExistsError:
+                pass
+        else:
+            try:
+                os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                 0o644, dir_fd=pfd))
+            except FileExistsError:
+                pass
+        return libc.openat2(pfd, name, _O_PATH | os.O_CLOEXEC, 0,
+                            libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_BENEATH)
+    finally:
+        os.close(pfd)
+
+
+def _fdpath(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
+_LOCKED = (
+    (os.ST_NOEXEC, libc.MS_NOEXEC), (os.ST_NOATIME, libc.MS_NOATIME),
+    (os.ST_NODIRATIME, libc.MS_NODIRATIME), (os.ST_RELATIME, libc.MS_RELATIME),
+    (os.ST_NOSUID, libc.MS_NOSUID), (os.ST_NODEV, libc.MS_NODEV), (os.ST_RDONLY, libc.MS_RDONLY),
+)
+
+
+def _bind(root_fd: int, dst: str, src_fd: int, tgt_fd: int, rw: bool, dev: bool = False) -> None:
+    libc.mount(_fdpath(src_fd), _fdpath(tgt_fd), None, libc.MS_BIND | libc.MS_REC)
+    # reopen the path: the old fd names the directory under the new mount, not the mount
+    top = libc.openat2(root_fd, dst.lstrip("/"), _O_PATH | os.O_CLOEXEC, 0,
+                       libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_BENEATH)
+    try:
+        _remount(top, rw, dev)
+    finally:
+        os.close(top)
+
+
+def _remount(top: int, rw: bool, dev: bool) -> None:
+    """Remount with our flags, keeping the ones the kernel locks in a user namespace."""
+    tgt_fd = top
+    st = os.statvfs(_fdpath(tgt_fd))
+    flags = libc.MS_BIND | libc.MS_REMOUNT | libc.MS_NOSUID
+    for st_flag, ms_flag in _LOCKED:
+        if st.f_flag & st_flag:
+            flags |= ms_flag
+    if dev:
+        flags |= libc.MS_NOEXEC
+    else:
+        flags |= libc.MS_NODEV
+    if not rw:
+        flags |= libc.MS_RDONLY
+    libc.mount(None, _fdpath(tgt_fd), None, flags)
+
+
+def build_root(plan: LaunchPlan) -> None:
+    # open every host source first: the staging tmpfs may hide some of them
+    sources: dict[int, int] = {}
+    for i, op in enumerate(plan.mounts):
+        if op.kind == "bind":
+            try:
+                sources[i] = _open_source(op.src)
+            except OSError as err:
+                if op.optional and err.errno in (errno.ENOENT, errno.ENOTDIR):
+                    continue
+                if err.errno == errno.ELOOP:
+                    raise OSError(err.errno, f"bind source {op.src} goes through a symlink; "
+                                  "give its real path") from err
+                raise OSError(err.errno, f"bind source {op.src}: {err.strerror}") from err
+    libc.mount("flue", STAGE, "tmpfs", libc.MS_NOSUID | libc.MS_NODEV,
+               f"size={plan.root_size},mode=0755")
+    root_fd = os.open(STAGE, os.O_DIRECTORY | os.O_CLOEXEC | _O_PATH)
+    for i, op in enumerate(plan.mounts):
+        _apply(root_fd, op, sources.get(i))
+    for fd in sources.values():
+        os.close(fd)
+    os.chdir(STAGE)
+    libc.pivot_root(".", ".")
+    libc.umount2(".", libc.MNT_DETACH)  # detach the old root stacked under the new one
+    os.chdir("/")
+    os.close(root_fd)
+    libc.mount(None, "/", None, libc.MS_REMOUNT | libc.MS_BIND | libc.MS_RDONLY | libc.MS_NOSUID
+               | libc.MS_NODEV)
+
+
+def _apply(root_fd: int, op: MountOp, src_fd: int | None) -> None:
+    if op.kind == "bind":
+        if src_fd is None:
+            return  # optional and absent
+        is_dir = stat.S_ISDIR(os.stat(_fdpath(src_fd)).st_mode)
+        tgt = _target(root_fd, op.dst, is_dir)
+        try:
+            _bind(root_fd, op.dst, src_fd, tgt, op.rw, op.dev)
+        finally:
+            os.close(tgt)
+    elif op.kind == "symlink":
+        parent, _, name = op.dst.rpartition("/")
+        pfd = _mkdirs_beneath(root_fd, parent)
+        try:
+            os.symlink(op.target, name, dir_fd=pfd)
+        except FileExistsError:
+            pass
+        finally:
+            os.close(pfd)
+    elif op.kind == "dir":
+        os.close(_mkdirs_beneath(root_fd, op.dst, op.mode))
+    elif op.kind == "file":
+        parent, _, name = op.dst.rpartition("/")
+        pfd = _mkdirs_beneath(root_fd, parent)
+        try:
+            dfd = os.open(_fdpath(pfd), os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                fd = os.open(name, os.O_CREAT | os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, op.mode, dir_fd=dfd)
+                try:
+                    os.write(fd, op.data)
+                    os.fchmod(fd, op.mode)
+                finally:
+                    os.close(fd)
+            finally:
+                os.close(dfd)
+        finally:
+            os.close(pfd)
+    elif op.kind == "tmpfs":
+        tgt = _target(root_fd, op.dst, True)
+        try:
+            libc.mount("tmpfs", _fdpath(tgt), "tmpfs", libc.MS_NOSUID | libc.MS_NODEV,
+                       f"size={max(op.size, 4096)},mode={op.mode:o}")
+        finally:
+            os.close(tgt)
+    elif op.kind == "proc":
+        tgt = _target(root_fd, op.dst, True)
+        try:
+            libc.mount("proc", _fdpath(tgt), "proc",
+                       libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
+        finally:
+            os.close(tgt)
+    elif op.kind == "devpts":
+        tgt = _target(root_fd, op.dst, True)
+        try:
+            libc.mount("devpts", _fdpath(tgt), "devpts", libc.MS_NOSUID | libc.MS_NOEXEC,
+                       "newinstance,ptmxmode=0666,mode=620")
+        finally:
+            os.close(tgt)
+    elif op.kind == "mqueue":
+        tgt = _target(root_fd, op.dst, True)
+        try:
+            libc.mount("mqueue", _fdpath(tgt), "mqueue",
+                       libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
+        except OSError:
+            pass  # optional
+        finally:
+            os.close(tgt)
+    else:
+        raise OSError(errno.EINVAL, f"unknown mount step {op.kind}")
+
+
+# --- C: the main process -----------------------------------------------------------------------
+
+EXEC_STAGE_RESOLVE = 1
+EXEC_STAGE_EXEC = 2
+EXEC_STAGE_SETUP = 3
+
+
+def _resolve(argv0: str, path: str) -> tuple[str | None, int]:
+    if "/" in argv0:
+        return (argv0, 0) if os.path.exists(argv0) else (None, errno.ENOENT)
+    first_err = errno.ENOENT
+    for d in (path or "/usr/bin:/bin").split(":"):
+        cand = os.path.join(d or ".", argv0)
+        try:
+            st = os.stat(cand)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and os.access(cand, os.X_OK):
+            return cand, 0
+        first_err = errno.EACCES
+    return None, first_err
+
+
+def main_process(plan: LaunchPlan, ctrl: int, to_init_w: int, go_r: int, exec_w: int) -> NoReturn:
+    def die(eno: int, stage: int) -> NoReturn:
+        try:
+            os.write(exec_w, struct.pack("ii", eno, stage))
+        finally:
+            os._exit(127 if eno == errno.ENOENT else 126)
+
+    try:
+        os.setsid()
+        for sig in range(1, signal.NSIG):
+            try:
+                if signal.getsignal(sig) == signal.SIG_IGN:
+                    signal.signal(sig, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        env = dict(plan.env)
+        os.chdir(plan.cwd)
+        exe, eno = _resolve(plan.argv[0], env.get("PATH", ""))
+        if exe is None:
+            die(eno, EXEC_STAGE_RESOLVE)
+        keep = sorted({0, 1, 2, *plan.pass_fds})
+        hi = max(keep)
+        for fd in (ctrl,):
+            os.close(fd)
+        # close every fd that was not passed on purpose (the pipes below are close-on-exec)
+        prev = -1
+        for fd in keep:
+            if fd - prev > 1:
+                _close_gap(prev + 1, fd - 1, (to_init_w, go_r, exec_w))
+            prev = fd
+        _close_gap(hi + 1, 0xFFFFFFFF, (to_init_w, go_r, exec_w))
+        for fd in plan.pass_fds:
+            os.set_inheritable(fd, True)
+        libc.drop_all_capabilities()
+        libc.set_no_new_privs()
+        # the uid change in PID 1 made us non-dumpable; PID 1 must be able to take the seccomp
+        # listener from us (pidfd_getfd), and exec resets dumpability for the new program
+        libc.prctl(libc.PR_SET_DUMPABLE, 1)
+        envb = {k.encode(): v.encode() for k, v in env.items()}
+        argvb = [a.encode() for a in plan.argv]
+        flags = libc.SECCOMP_FILTER_FLAG_NEW_LISTENER if plan.seccomp_notify else 0
+        listener = libc.seccomp_load_bpf(plan.seccomp_bpf, flags)
+    except OSError as err:
+        die(err.errno or errno.EPERM, EXEC_STAGE_SETUP)
+    # from here on the filter applies: only read, write, close and execve
+    os.write(to_init_w, struct.pack("i", listener if plan.seccomp_notify else -1))
+    os.read(go_r, 1)
+    if plan.seccomp_notify:
+        os.close(listener)
+    try:
+        os.execve(exe, argvb, envb)
+    except OSError as err:
+        die(err.errno or errno.EACCES, EXEC_STAGE_EXEC)
+    os._exit(127)
+
+
+def _close_gap(first: int, last: int, spare: tuple[int, ...]) -> None:
+    """close_range over [first, last] except the fds in ``spare``."""
+    start = first
+    for fd in sorted(s for s in spare if first <= s <= last):
+        if fd > start:
+            libc.close_range(start, fd - 1)
+        start = fd + 1
+    if start <= last:
+        libc.close_range(start, last)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("engine.launch is not a program")

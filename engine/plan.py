@@ -1,0 +1,62 @@
+"""The launch plan: everything the sandbox's processes need, computed in the supervisor.
+
+A plan is plain, picklable data: the fork server receives it over a socket, the inline
+spawner hands it to the forked child directly. Nothing in here touches the kernel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# where the new root is assembled inside the sandbox's private mount namespace
+STAGE = "/tmp"
+
+
+@dataclass(frozen=True, slots=True)
+class MountOp:
+    """One step of building the root, executed in order by the sandbox's PID 1.
+
+    kind:
+      - "bind":    bind host ``src`` at ``dst`` (``rw`` or read-only), ``is_dir`` tells what to create
+      - "symlink": create symlink ``dst`` -> ``target``
+      - "tmpfs":   mount a tmpfs of ``size`` bytes at ``dst`` with ``mode``
+      - "file":    write ``data`` to ``dst`` with ``mode`` (into the root tmpfs)
+      - "dir":     create directory ``dst`` with ``mode``
+      - "proc", "devpts", "mqueue": mount those filesystems at ``dst``
+    """
+
+    kind: str
+    dst: str
+    src: str = ""
+    target: str = ""
+    rw: bool = False
+    is_dir: bool = True
+    size: int = 0
+    mode: int = 0o755
+    data: bytes = b""
+    optional: bool = False
+    dev: bool = False  # a device node: keep it usable (no nodev), but noexec
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchPlan:
+    sandbox_id: str
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    cwd: str
+    hostname: str
+    uid: int  # inside
+    gid: int
+    host_uid: int  # what the sandbox's uid maps to on the host
+    host_gid: int
+    privileged_maps: bool  # True: the spawner (root) writes the id maps; False: the child does
+    root_size: int
+    mounts: tuple[MountOp, ...]
+    net_mode: str  # "none" | "loopback"
+    seccomp_bpf: bytes
+    seccomp_notify: bool
+    cgroup_procs: tuple[str, ...] = ()  # cgroup.procs files to join before unsharing
+    cgroup_dirs: tuple[str, ...] = ()  # directories A removes on cleanup
+    pass_fds: tuple[int, ...] = ()  # fds (numbers in the sandbox) passed on purpose
+    ns_flags: int = 0
+    extra: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,136 @@
+"""Plan the sandbox's root filesystem from a profile: the steps PID 1 executes, in order.
+
+The plan follows the host's layout: on a merged-/usr host, /bin, /lib, ... are symlinks into
+/usr and are recreated as symlinks; elsewhere they are bound read-only like /usr.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from engine.errors import LaunchError
+from engine.plan import MountOp
+from engine.profile.model import Bind, Profile
+
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+
+
+def _etc_files(profile: Profile, hostname: str, net_mode: str) -> list[MountOp]:
+    u = profile.user
+    home = u.home_dir
+    passwd = [f"{u.name}:x:{u.uid}:{u.gid}:flue sandbox user:{home}:/bin/sh"]
+    group = [f"{u.name}:x:{u.gid}:"]
+    if u.uid != 0:
+        passwd.append("root:x:0:0:root:/root:/usr/sbin/nologin")
+    if u.gid != 0:
+        group.append("root:x:0:")
+    passwd.append("nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin")
+    group.append("nogroup:x:65534:")
+    hosts = f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+    if net_mode == "none":
+        resolv = "# flue: networking is off in this sandbox (network.mode = \"none\")\n"
+    else:
+        resolv = "# flue: loopback only; no name server is reachable\n"
+    ops = [
+        MountOp("dir", "/etc", mode=0o755),
+        MountOp("file", "/etc/passwd", data=("\n".join(passwd) + "\n").encode(), mode=0o644),
+        MountOp("file", "/etc/group", data=("\n".join(group) + "\n").encode(), mode=0o644),
+        MountOp("file", "/etc/hosts", data=hosts.encode(), mode=0o644),
+        MountOp("file", "/etc/hostname", data=(hostname + "\n").encode(), mode=0o644),
+        MountOp("file", "/etc/resolv.conf", data=resolv.encode(), mode=0o644),
+        MountOp("file", "/etc/nsswitch.conf",
+                data=b"passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n"
+                b"networks: files\nprotocols: files\nservices: files\n", mode=0o644),
+    ]
+    generated = {op.dst for op in ops}
+    for path in profile.filesystem.etc:
+        if path in generated:
+            continue
+        ops.extend(_host_entry(path))
+    return ops
+
+
+def _host_entry(path: str) -> list[MountOp]:
+    """A host file or directory, bound read-only; a symlink is recreated as a symlink."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return []
+    if stat.S_ISLNK(st.st_mode):
+        return [MountOp("symlink", path, target=os.readlink(path))]
+    return [MountOp("bind", path, src=path, is_dir=stat.S_ISDIR(st.st_mode), optional=True)]
+
+
+def plan_mounts(
+    profile: Profile,
+    *,
+    workspace: str | None = None,
+    extra_binds: tuple[Bind, ...] = (),
+    net_mode: str = "none",
+) -> list[MountOp]:
+    fs = profile.filesystem
+    ops: list[MountOp] = []
+    for path in fs.system:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            ops.append(MountOp("symlink", path, target=os.readlink(path)))
+        elif stat.S_ISDIR(st.st_mode):
+            ops.append(MountOp("bind", path, src=path))
+    ops += _etc_files(profile, profile.hostname, net_mode)
+    ops.append(MountOp("proc", "/proc"))
+    # a minimal /dev
+    ops.append(MountOp("tmpfs", "/dev", size=1 << 20, mode=0o755))
+    for dev in DEVICES:
+        ops.append(MountOp("bind", f"/dev/{dev}", src=f"/dev/{dev}", is_dir=False, rw=True,
+                           dev=True, optional=dev == "tty"))
+    ops.append(MountOp("devpts", "/dev/pts"))
+    ops.append(MountOp("symlink", "/dev/ptmx", target="pts/ptmx"))
+    ops.append(MountOp("tmpfs", "/dev/shm", size=fs.shm_size, mode=0o1777))
+    ops.append(MountOp("mqueue", "/dev/mqueue"))
+    ops.append(MountOp("symlink", "/dev/fd", target="/proc/self/fd"))
+    for i, name in enumerate(("stdin", "stdout", "stderr")):
+        ops.append(MountOp("symlink", f"/dev/{name}", target=f"/proc/self/fd/{i}"))
+    ops.append(MountOp("tmpfs", "/tmp", size=fs.tmp_size, mode=0o1777))
+    ops.append(MountOp("dir", "/var", mode=0o755))
+    ops.append(MountOp("symlink", "/var/tmp", target="/tmp"))
+    ops.append(MountOp("dir", "/run", mode=0o755))
+    home = profile.user.home_dir
+    ops.append(MountOp("tmpfs", home, size=fs.home_size, mode=0o700))
+    ws_dst = fs.workdir if fs.workdir.startswith("/work") else "/work"
+    if workspace:
+        ws = os.path.abspath(workspace)
+        if not os.path.isdir(ws):
+            raise LaunchError(f"workspace {workspace} is not a directory",
+                              fix="create it first, or leave --workspace out for a tmpfs one")
+        ops.append(MountOp("bind", "/work", src=ws, rw=True))
+    else:
+        ops.append(MountOp("tmpfs", "/work", size=fs.workspace_size, mode=0o755))
+    del ws_dst
+    for dst, size in fs.tmpfs:
+        ops.append(MountOp("tmpfs", dst, size=size, mode=0o1777))
+    for b in (*fs.binds, *extra_binds):
+        if not os.path.isabs(b.src) or not os.path.isabs(b.dst):
+            raise LaunchError(f"bind {b.src}:{b.dst} needs absolute paths",
+                              fix="write both sides of a bind as absolute paths")
+        if not b.optional and not os.path.lexists(b.src):
+            raise LaunchError(f"bind source {b.src} does not exist",
+                              fix="create it, or mark the bind optional in the profile")
+        ops.append(MountOp("bind", b.dst, src=b.src, rw=b.rw, optional=b.optional))
+    return ops
+
+
+def parse_bind(spec: str) -> Bind:
+    """``SRC[:DST][:ro|:rw]`` as on the command line."""
+    parts = spec.split(":")
+    mode = "ro"
+    if parts[-1] in ("ro", "rw"):
+        mode = parts.pop()
+    if not parts or not parts[0] or len(parts) > 2:
+        raise LaunchError(f"bad --bind {spec!r}", fix="write --bind SRC[:DST][:ro|:rw]")
+    src = parts[0]
+    dst = parts[1] if len(parts) == 2 and parts[1] else src
+    return Bind(src=os.path.abspath(src), dst=dst, rw=mode == "rw")

@@ -1,0 +1,556 @@
+"""The sandbox lifecycle, seen from the supervisor: plan, spawn, watch, answer, clean up.
+
+``Sandbox`` is async (fd-driven on the running event loop); ``run_sync`` is the blocking
+facade for scripts. The supervisor holds the sandbox's control socket, the seccomp listener
+and a pidfd of its PID 1; the sandbox's keeper process holds the other end of the control
+socket, so the sandbox dies and its cgroup is removed even if the supervisor is SIGKILLed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno as _errno
+import itertools
+import os
+import signal as _signal
+import socket
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine import events as ev
+from engine._linux import libc
+from engine.errors import EngineError, LaunchError
+from engine.plan import LaunchPlan
+from engine.profile.model import Bind, Limits, Profile
+from engine.rootfs import plan_mounts
+from engine.seccomp import CompiledFilter, compile_filter
+
+NS_FLAGS = (libc.CLONE_NEWUSER | libc.CLONE_NEWPID | libc.CLONE_NEWNS | libc.CLONE_NEWNET
+            | libc.CLONE_NEWIPC | libc.CLONE_NEWUTS | libc.CLONE_NEWCGROUP)
+NAMESPACES = ("user", "pid", "mount", "network", "ipc", "uts", "cgroup")
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
+NOBODY = 65534
+
+_seq = itertools.count(1)
+
+
+@dataclass
+class Result:
+    """What happened, as ``flue run --report`` writes it."""
+
+    exit_code: int = 125
+    signal: int | None = None
+    oom_killed: bool = False
+    timed_out: bool = False
+    seccomp_killed: bool = False
+    pids_limit_hit: bool = False
+    memory_limit_hit: bool = False
+    wall_seconds: float = 0.0
+    cpu_seconds: float | None = None
+    peak_memory: int | None = None
+    limits: dict[str, Any] = field(default_factory=dict)
+    isolation: dict[str, Any] = field(default_factory=dict)
+    degraded: list[str] = field(default_factory=list)
+    message: str = ""  # the one `flue:` line, if any
+    error: str = ""  # flue's own failure, rendered
+    denials: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> count, errno
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def _signame(sig: int) -> str:
+    try:
+        return _signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+def build_env(profile: Profile, extra: Sequence[tuple[str, str]] = (),
+              source: dict[str, str] | None = None) -> dict[str, str]:
+    """The sandbox's environment: an allowlist of the caller's plus what the profile and the
+    command line set. Nothing else of the caller's environment goes in."""
+    source = dict(os.environ) if source is None else source
+    env: dict[str, str] = {}
+    for key in profile.env.passthrough:
+        if key.endswith("*"):
+            for k, v in source.items():
+                if k.startswith(key[:-1]):
+                    env[k] = v
+        elif key in source:
+            env[key] = source[key]
+    u = profile.user
+    env.update({"HOME": u.home_dir, "USER": u.name, "LOGNAME": u.name, "SHELL": "/bin/sh",
+                "PATH": DEFAULT_PATH, "PWD": profile.filesystem.workdir})
+    env.setdefault("TERM", "dumb")
+    env.update(dict(profile.env.set))
+    env.update(dict(extra))
+    return env
+
+
+class Sandbox:
+    """One sandboxed command.
+
+    >>> sb = Sandbox(["python3", "-c", "print(1)"], load_profile("default"))
+    >>> result = await sb.run()
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        profile: Profile,
+        *,
+        workspace: str | None = None,
+        binds: Sequence[Bind] = (),
+        env: Sequence[tuple[str, str]] = (),
+        stdio: tuple[int, int, int] = (0, 1, 2),
+        pass_fds: Sequence[int] = (),
+        observe: bool = True,
+        host_uid: int | None = None,
+        allow_unlimited: bool = False,
+        sample_interval: float = 0.25,
+        watch_files: bool = False,
+        spawner: Any = None,
+        name: str | None = None,
+    ) -> None:
+        if not argv:
+            raise LaunchError("no command given", fix="put the command after --")
+        self.argv = tuple(argv)
+        self.profile = profile
+        self.workspace = workspace
+        self.binds = tuple(binds)
+        self.extra_env = tuple(env)
+        self.stdio = stdio
+        self.pass_fds = tuple(pass_fds)
+        self.observe = observe
+        self.host_uid = host_uid
+        self.allow_unlimited = allow_unlimited
+        self.sample_interval = sample_interval
+        self.watch_files = watch_files
+        self.id = name or f"flue-{os.getpid()}-{next(_seq)}"
+        self._spawner = spawner
+        self.result = Result()
+        self.degraded: list[str] = []
+        self.init_pid: int | None = None
+        self.main_pid_inside: int | None = None
+        self._keeper_pid: int | None = None
+        self._pidfd: int | None = None
+        self._ctrl: socket.socket | None = None
+        self._listener: int | None = None
+        self._filter: CompiledFilter | None = None
+        self._cgroup: Any = None
+        self._cgroup_mode = "none"
+        self._queue: asyncio.Queue[ev.Event | None] = asyncio.Queue()
+        self._subscribers: list[Callable[[ev.Event], None]] = []
+        self._done: asyncio.Future[Result] | None = None
+        self._t0 = 0.0
+        self._main_status: int | None = None
+        self._exec_error: tuple[int, int] | None = None
+        self._setup_error: str = ""
+        self._timed_out = False
+        self._timeout_handle: asyncio.TimerHandle | None = None
+        self._closing = False
+        self._denials: Any = None
+        self._sources: list[Any] = []
+        self._last_sample: Any = None
+
+    # --- events -----------------------------------------------------------------------------
+
+    def emit(self, event: ev.Event) -> None:
+        self._queue.put_nowait(event)
+        for cb in self._subscribers:
+            cb(event)
+
+    def subscribe(self, cb: Callable[[ev.Event], None]) -> None:
+        self._subscribers.append(cb)
+
+    async def events(self) -> AsyncIterator[ev.Event]:
+        """Every event in time order, ending after ``Exited``."""
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                return
+            yield item
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    # --- setup ----------------------------------------------------------------------------------
+
+    def _limits(self) -> Limits:
+        return self.profile.limits
+
+    def _setup_cgroup(self) -> None:
+        from engine import cgroups
+
+        limits = self._limits()
+        self._cgroup, self._cgroup_mode, notes = cgroups.create_for_sandbox(
+            self.id, limits, allow_unlimited=self.allow_unlimited)
+        self.degraded.extend(notes)
+
+    def _plan(self) -> LaunchPlan:
+        p = self.profile
+        euid = os.geteuid()
+        if euid == 0:
+            host_uid = self.host_uid
+            if host_uid is None and self.workspace:
+                owner = os.stat(self.workspace).st_uid
+                host_uid = owner if owner != 0 else None
+            host_uid = NOBODY if host_uid is None else host_uid
+            host_gid = host_uid if host_uid != NOBODY else NOBODY
+            if self.workspace:
+                st = os.stat(self.workspace)
+                if st.st_uid == host_uid:
+                    host_gid = st.st_gid
+            privileged = True
+        else:
+            host_uid, host_gid, privileged = euid, os.getegid(), False
+        notify = self.observe
+        if notify and not libc.seccomp_action_available(libc.SECCOMP_RET_USER_NOTIF):
+            notify = False
+            self.degraded.append("seccomp user notification is not supported by this kernel: "
+                                 "denials get their errno but are not observable")
+        self._filter = compile_filter(p.seccomp, notify=notify)
+        net = p.network.mode
+        mounts = plan_mounts(p, workspace=self.workspace, extra_binds=self.binds, net_mode=net)
+        env = build_env(p, self.extra_env)
+        cg = self._cgroup
+        return LaunchPlan(
+            sandbox_id=self.id,
+            argv=self.argv,
+            env=tuple(env.items()),
+            cwd=p.filesystem.workdir,
+            hostname=p.hostname,
+            uid=p.user.uid,
+            gid=p.user.gid,
+            host_uid=host_uid,
+            host_gid=host_gid,
+            privileged_maps=privileged,
+            root_size=p.filesystem.root_size,
+            mounts=tuple(mounts),
+            net_mode=net,
+            seccomp_bpf=self._filter.bpf,
+            seccomp_notify=notify,
+            cgroup_procs=tuple(cg.procs_files) if cg else (),
+            cgroup_dirs=tuple(getattr(cg, "dirs", ())) if cg else (),
+            pass_fds=self.pass_fds,
+            ns_flags=NS_FLAGS,
+        )
+
+    def _isolation(self, plan: LaunchPlan) -> dict[str, Any]:
+        return {
+            "namespaces": list(NAMESPACES),
+            "root": f"tmpfs {plan.root_size} bytes, pivot_root, old root detached",
+            "uid_map": f"{plan.uid} -> host {plan.host_uid}",
+            "seccomp": ("allowlist, denials observed (user notification)" if plan.seccomp_notify
+                        else "allowlist, errno (denials not observed)"),
+            "capabilities": "none (bounding set emptied)",
+            "no_new_privs": True,
+            "network": plan.net_mode,
+            "cgroup": self._cgroup_mode,
+            "workspace": self.workspace or f"tmpfs {self.profile.filesystem.workspace_size} bytes",
+        }
+
+    def _limits_dict(self) -> dict[str, Any]:
+        lim = self._limits()
+        applied = getattr(self._cgroup, "limits", None) if self._cgroup else None
+        out: dict[str, Any] = {"timeout": lim.timeout}
+        for key in ("memory", "cpus", "pids"):
+            val = getattr(applied, key, None) if applied else None
+            out[key] = val
+        return out
+
+    # --- run ------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._t0 = time.monotonic()
+        self._done = loop.create_future()
+        ctrl_parent, ctrl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._setup_cgroup()
+            plan = self._plan()
+            spawner = self._spawner or _default_spawner()
+            self._spawner = spawner
+            pass_map = tuple((fd, fd) for fd in self.pass_fds)
+            self._keeper_pid = spawner.spawn(plan, ctrl_child.fileno(), self.stdio, pass_map)
+        except BaseException:
+            ctrl_parent.close()
+            self._remove_cgroup()
+            raise
+        finally:
+            ctrl_child.close()
+        self._ctrl = ctrl_parent
+        ctrl_parent.setblocking(False)
+        self._plan_obj = plan
+        loop.add_reader(ctrl_parent.fileno(), self._on_ctrl)
+        if self.profile.limits.timeout:
+            self._timeout_handle = loop.call_later(self.profile.limits.timeout, self._on_timeout)
+
+    async def wait(self) -> Result:
+        assert self._done is not None, "start() first"
+        return await asyncio.shield(self._done)
+
+    async def run(self) -> Result:
+        await self.start()
+        return await self.wait()
+
+    def send_signal(self, sig: int) -> None:
+        """Deliver ``sig`` to the sandbox's PID 1, which forwards it to the main process."""
+        if self._pidfd is not None:
+            try:
+                libc.pidfd_send_signal(self._pidfd, sig)
+            except OSError:
+                pass
+
+    def kill(self) -> None:
+        self.send_signal(_signal.SIGKILL)
+
+    def _on_timeout(self) -> None:
+        self._timed_out = True
+        self.kill()
+
+    # --- control messages ------------------------------------------------------------------------
+
+    def _on_ctrl(self) -> None:
+        assert self._ctrl is not None
+        while True:
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(self._ctrl, 65536, 4)
+            except BlockingIOError:
+                return
+            except OSError:
+                data, fds = b"", []
+            if not data:
+                self._on_eof()
+                return
+            import json
+
+            msg = json.loads(data)
+            self._handle(msg, fds)
+
+    def _handle(self, msg: dict[str, Any], fds: list[int]) -> None:
+        t = msg.get("t")
+        if t == "init":
+            self.init_pid = int(msg["pid"])
+            try:
+                self._pidfd = libc.pidfd_open(self.init_pid)
+            except OSError:
+                self._pidfd = None
+        elif t == "listener" and fds:
+            self._listener = fds[0]
+            self._start_listener()
+        elif t == "started":
+            self.main_pid_inside = int(msg["pid"])
+            plan = self._plan_obj
+            self.result.isolation = self._isolation(plan)
+            self.result.limits = self._limits_dict()
+            self.result.degraded = list(self.degraded)
+            self.emit(ev.Started(self.id, self.now(), argv=self.argv, profile=self.profile.name,
+                                 pid=self.init_pid or 0, isolation=self.result.isolation,
+                                 limits=self.result.limits, degraded=tuple(self.degraded)))
+            self._start_sources()
+        elif t == "exec_error":
+            self._exec_error = (int(msg["errno"]), int(msg["stage"]))
+        elif t == "error":
+            self._setup_error = f"{msg.get('stage')}: {msg.get('msg')}"
+        elif t == "warning":
+            self.degraded.append(str(msg.get("msg")))
+        elif t == "main_exit":
+            self._main_status = msg.get("status")
+        elif t == "init_exit":
+            asyncio.get_running_loop().create_task(self._finish(int(msg["status"])))
+        for fd in fds[1:] if t == "listener" else fds:
+            os.close(fd)
+
+    def _on_eof(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._ctrl is not None
+        loop.remove_reader(self._ctrl.fileno())
+        self._ctrl.close()
+        self._ctrl = None
+        if self._done is not None and not self._done.done() and not self._closing:
+            # the keeper died without saying goodbye: treat as a setup failure
+            loop.create_task(self._finish(None))
+
+    # --- denials (seccomp user notification) ------------------------------------------------------
+
+    def _start_listener(self) -> None:
+        from engine.sources.denials import DenialListener
+
+        assert self._listener is not None and self._filter is not None
+        self._denials = DenialListener(self, self._listener, self._filter)
+        self._denials.start()
+
+    def _start_sources(self) -> None:
+        from engine.sources import start_sources
+
+        self._sources = start_sources(self)
+
+    # --- the end ----------------------------------------------------------------------------------
+
+    async def _finish(self, init_status: int | None) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if self._timeout_handle:
+            self._timeout_handle.cancel()
+        for src in self._sources:
+            try:
+                await src.stop()
+            except Exception as err:  # noqa: BLE001
+                self.degraded.append(f"{type(src).__name__}: {err}")
+        if self._denials is not None:
+            self._denials.stop()
+        sample = None
+        if self._cgroup is not None:
+            try:
+                sample = self._cgroup.sample()
+            except OSError:
+                sample = None
+        self._compute_result(init_status, sample)
+        if self._denials is not None:
+            self.result.denials = self._denials.summary()
+        # tell the keeper it may clean up, then wait for its goodbye (EOF)
+        if self._ctrl is not None:
+            try:
+                self._ctrl.send(b"done")
+            except OSError:
+                pass
+            for _ in range(200):
+                if self._ctrl is None:
+                    break
+                await asyncio.sleep(0.005)
+        from engine.spawner import InlineSpawner
+
+        if self._keeper_pid is not None and isinstance(self._spawner, InlineSpawner):
+            await _reap_now(self._keeper_pid)
+        self._remove_cgroup()
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+        if self._listener is not None:
+            os.close(self._listener)
+            self._listener = None
+        r = self.result
+        self.emit(ev.Exited(self.id, self.now(), exit_code=r.exit_code, signal=r.signal,
+                            oom_killed=r.oom_killed, timed_out=r.timed_out,
+                            seccomp_killed=r.seccomp_killed, pids_limit_hit=r.pids_limit_hit,
+                            memory_limit_hit=r.memory_limit_hit, wall_seconds=r.wall_seconds,
+                            cpu_seconds=r.cpu_seconds, peak_memory=r.peak_memory,
+                            reason=r.message))
+        self._queue.put_nowait(None)
+        assert self._done is not None
+        if not self._done.done():
+            self._done.set_result(r)
+
+    def _remove_cgroup(self) -> None:
+        if self._cgroup is not None:
+            try:
+                self._cgroup.remove()
+            except (OSError, EngineError) as err:
+                self.degraded.append(f"cgroup removal: {err}")
+
+    def _compute_result(self, init_status: int | None, sample: Any) -> None:
+        r = self.result
+        r.wall_seconds = round(time.monotonic() - self._t0, 6)
+        if not r.isolation and hasattr(self, "_plan_obj"):
+            r.isolation = self._isolation(self._plan_obj)
+            r.limits = self._limits_dict()
+        r.degraded = list(self.degraded)
+        if sample is not None:
+            if sample.cpu_usage_ns is not None:
+                r.cpu_seconds = round(sample.cpu_usage_ns / 1e9, 6)
+            r.peak_memory = sample.memory_peak
+            r.oom_killed = bool(sample.oom_kills)
+            r.pids_limit_hit = bool(sample.pids_limit_hits)
+            r.memory_limit_hit = bool(sample.memory_limit_hits)
+        lim = self._limits()
+        status = self._main_status
+        if self._setup_error and status is None:
+            r.exit_code = 125
+            r.error = self._setup_error
+            r.message = f"flue: could not set up the sandbox: {self._setup_error}"
+            r.oom_killed = False
+            return
+        if self._exec_error is not None:
+            eno, _stage = self._exec_error
+            r.exit_code = 127 if eno == _errno.ENOENT else 126
+            what = "command not found" if eno == _errno.ENOENT else "cannot execute"
+            r.message = f"flue: {what}: {self.argv[0]} ({os.strerror(eno)})"
+            return
+        if status is None:
+            # PID 1 died before reporting: killed from outside (timeout, kill, OOM of init)
+            sig = os.WTERMSIG(init_status) if init_status and os.WIFSIGNALED(init_status) else 9
+            r.signal = sig
+            r.exit_code = 128 + sig
+        elif os.WIFSIGNALED(status):
+            r.signal = os.WTERMSIG(status)
+            r.exit_code = 128 + r.signal
+        else:
+            r.exit_code = os.WEXITSTATUS(status)
+        r.timed_out = self._timed_out
+        r.seccomp_killed = r.signal == _signal.SIGSYS
+        if r.timed_out:
+            r.message = f"flue: timed out after {lim.timeout:g} s; the sandbox was killed"
+        elif r.signal == _signal.SIGKILL and r.oom_killed:
+            r.message = (f"flue: out of memory: killed by the OOM killer at the memory limit "
+                         f"({_fmt_bytes(lim.memory)})")
+        elif r.seccomp_killed:
+            r.message = "flue: killed by seccomp: the process made a syscall the profile kills on"
+        elif r.pids_limit_hit:
+            r.message = (f"flue: pids limit hit: the sandbox tried to exceed {lim.pids} processes "
+                         "(forks were refused)")
+        elif r.oom_killed:
+            r.message = (f"flue: out of memory: a process was killed at the memory limit "
+                         f"({_fmt_bytes(lim.memory)})")
+        elif r.signal is not None:
+            r.message = f"flue: the command was killed by {_signame(r.signal)}"
+
+
+def _fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "none"
+    for unit, size in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return f"{n} bytes"
+
+
+async def _reap_now(pid: int) -> None:
+    for _ in range(400):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        await asyncio.sleep(0.005)
+
+
+_fork_server: Any = None
+
+
+def _default_spawner() -> Any:
+    from engine.spawner import ForkServer, InlineSpawner, single_threaded
+
+    global _fork_server
+    if _fork_server is not None:
+        return _fork_server
+    if single_threaded():
+        return InlineSpawner()
+    _fork_server = ForkServer()
+    return _fork_server
+
+
+def run_sync(argv: Sequence[str], profile: Profile, **kw: Any) -> Result:
+    """Blocking facade: run one sandbox to completion."""
+
+    async def go() -> Result:
+        return await Sandbox(argv, profile, **kw).run()
+
+    return asyncio.run(go())

@@ -1,0 +1,159 @@
+"""Syscall denials through seccomp user notification.
+
+The supervisor holds the listener; every syscall the profile refuses with an errno arrives
+here, is answered at once with exactly that errno (so the program sees what a plain errno
+filter would give it), and is recorded. Identical denials in a row (same syscall, process and
+arguments) are coalesced into one counted record, so a flood keeps memory bounded while
+counts stay exact. The listener handles at most ``rate`` notifications a second per sandbox:
+beyond that the flooding process waits inside its syscall, so it -- not the supervisor, nor
+other sandboxes -- pays for the flood.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno as _errno
+import select
+from typing import Any
+
+from engine import events as ev
+from engine._linux import notify
+from engine.seccomp import CompiledFilter
+
+BATCH = 512
+FLUSH_INTERVAL = 0.1
+DEFAULT_RATE = 100_000  # notifications per second per sandbox
+
+
+def errno_name(n: int) -> str:
+    return _errno.errorcode.get(n, str(n))
+
+
+class DenialListener:
+    def __init__(self, sandbox: Any, fd: int, filt: CompiledFilter, *,
+                 rate: int = DEFAULT_RATE, decoder: Any = None) -> None:
+        self.sb = sandbox
+        self.fd = fd
+        self.filt = filt
+        self.rate = rate
+        self.total = 0
+        self.by_name: dict[str, list[int]] = {}  # name -> [count, errno]
+        self._pending: dict[str, Any] | None = None
+        self._pending_key: tuple[Any, ...] | None = None
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN)
+        self._loop = asyncio.get_running_loop()
+        self._window_start = self._loop.time()
+        self._window_count = 0
+        self._paused = False
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._stopped = False
+        self._decoder = decoder
+        if self._decoder is None:
+            from engine.sources.decode import Decoder
+
+            self._decoder = Decoder(fd)
+
+    def start(self) -> None:
+        self._loop.add_reader(self.fd, self._on_ready)
+        self._flush_handle = self._loop.call_later(FLUSH_INTERVAL, self._tick)
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if not self._paused:
+            self._loop.remove_reader(self.fd)
+        if self._flush_handle:
+            self._flush_handle.cancel()
+        self._flush()
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        return {name: {"count": c, "errno": e, "errno_name": errno_name(e)}
+                for name, (c, e) in sorted(self.by_name.items(), key=lambda kv: -kv[1][0])}
+
+    def _tick(self) -> None:
+        self._flush()
+        if not self._stopped:
+            self._flush_handle = self._loop.call_later(FLUSH_INTERVAL, self._tick)
+
+    def _resume(self) -> None:
+        if self._stopped:
+            return
+        self._paused = False
+        self._window_start = self._loop.time()
+        self._window_count = 0
+        self._loop.add_reader(self.fd, self._on_ready)
+
+    def _on_ready(self) -> None:
+        window = 0.05
+        budget = max(1, int(self.rate * window))
+        for i in range(BATCH):
+            if i and not self._poll.poll(0):
+                break
+            try:
+                n = notify.receive(self.fd)
+            except OSError as err:
+                if err.errno == _errno.ENOENT:  # the caller died before we got to it
+                    continue
+                if err.errno in (_errno.EINTR, _errno.EAGAIN):
+                    break
+                self.stop()
+                return
+            eno = self.filt.errno_for(n.nr)
+            name = self.filt.name_of(n.nr)
+            key = (n.nr, n.pid, n.args)
+            # a new kind of denial is described while the caller still waits, so its memory
+            # can be read and validated; repeats are answered at once
+            info = None if key == self._pending_key else self._decoder.describe(n, name)
+            try:
+                notify.respond_errno(self.fd, n.id, eno)
+            except OSError:
+                pass  # ENOENT: the caller was killed meanwhile; still count the attempt
+            self._record(n, name, key, eno, info)
+            self._window_count += 1
+        now = self._loop.time()
+        if now - self._window_start >= window:
+            self._window_start, self._window_count = now, 0
+        elif self._window_count >= budget:
+            self._paused = True
+            self._loop.remove_reader(self.fd)
+            self._loop.call_later(window - (now - self._window_start), self._resume)
+
+    def _record(self, n: notify.Notification, name: str, key: tuple[Any, ...], eno: int,
+                info: dict[str, Any] | None) -> None:
+        self.total += 1
+        entry = self.by_name.get(name)
+        if entry is None:
+            self.by_name[name] = [1, eno]
+        else:
+            entry[0] += 1
+            entry[1] = eno
+        now = self.sb.now()
+        if info is None and self._pending is not None:
+            self._pending["count"] += 1
+            self._pending["ts"] = now
+            return
+        self._flush()
+        info = info or {}
+        rec = ev.SyscallDenied(self.sb.id, now, name=name, nr=n.nr, args=n.args,
+                               decoded=info.get("decoded", {}), errno=eno,
+                               errno_name=errno_name(eno), pid=info.get("pid", 0),
+                               host_pid=n.pid, tid=info.get("tid", n.pid),
+                               comm=info.get("comm", ""), exe=info.get("exe", ""), count=1,
+                               first_ts=now)
+        self.sb.emit(rec)
+        self._pending_key = key
+        self._pending = {"rec": rec, "count": 0, "ts": now, "first": now}
+
+    def _flush(self) -> None:
+        p = self._pending
+        if p is None or p["count"] == 0:
+            return
+        rec: ev.SyscallDenied = p["rec"]
+        import dataclasses
+
+        self.sb.emit(dataclasses.replace(rec, ts=p["ts"], count=p["count"], first_ts=p["first"]))
+        p["count"] = 0
+        p["first"] = p["ts"]
+

@@ -1,0 +1,188 @@
+"""Forking sandboxes safely.
+
+Forking a multi-threaded process (a Textual app, a test runner with helper threads) and
+running Python before exec is unsafe: another thread may hold a lock the child needs. So:
+
+- ``InlineSpawner`` forks from the calling process. Used only when that process has a single
+  thread (``flue run``): the fastest path, no extra process.
+- ``ForkServer`` is a small single-threaded process started once (``python -m engine.spawner``)
+  that forks each sandbox on request; plans go over a Unix socket, fds with SCM_RIGHTS.
+  It dies with its parent (PR_SET_PDEATHSIG), so it never outlives the supervisor.
+
+Both run the same code: ``fork_keeper`` forks the sandbox's keeper process and, when flue runs
+as root, writes its uid/gid maps (an unprivileged process writes its own).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from typing import Protocol
+
+from engine.errors import LaunchError
+from engine.plan import LaunchPlan
+
+
+def fork_keeper(plan: LaunchPlan, ctrl_fd: int, stdio: tuple[int, int, int],
+                pass_map: tuple[tuple[int, int], ...]) -> int:
+    from engine import launch
+
+    sync_child: tuple[int, int] | None = None
+    fds: list[int] = []
+    if plan.privileged_maps:
+        a2p_r, a2p_w = os.pipe()
+        p2a_r, p2a_w = os.pipe()
+        sync_child = (a2p_w, p2a_r)
+        fds = [a2p_r, p2a_w]
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            launch.keeper_main(plan, ctrl_fd, stdio, pass_map, sync_child)
+        finally:
+            os._exit(125)
+    if sync_child:
+        os.close(sync_child[0])
+        os.close(sync_child[1])
+        a2p_r, p2a_w = fds
+        try:
+            if os.read(a2p_r, 1) == b"u":
+                try:
+                    launch.write_maps(pid, plan)
+                    os.write(p2a_w, b"m")
+                except OSError:
+                    os.write(p2a_w, b"x")
+        finally:
+            os.close(a2p_r)
+            os.close(p2a_w)
+    return pid
+
+
+def single_threaded() -> bool:
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return threading.active_count() == 1
+
+
+class Spawner(Protocol):
+    def spawn(self, plan: LaunchPlan, ctrl_fd: int, stdio: tuple[int, int, int],
+              pass_map: tuple[tuple[int, int], ...]) -> int: ...
+
+    def reap(self, pid: int) -> None: ...
+
+
+class InlineSpawner:
+    """Fork from this process. Only valid while it has a single thread."""
+
+    def spawn(self, plan: LaunchPlan, ctrl_fd: int, stdio: tuple[int, int, int],
+              pass_map: tuple[tuple[int, int], ...]) -> int:
+        if not single_threaded():
+            raise LaunchError("internal: inline spawn from a multi-threaded process",
+                              fix="use the fork server (engine.spawner.ForkServer)")
+        return fork_keeper(plan, ctrl_fd, stdio, pass_map)
+
+    def reap(self, pid: int) -> None:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+
+class ForkServer:
+    """A single-threaded helper process that forks sandboxes for a multi-threaded caller.
+
+    Start it from a long-lived thread (the main thread): the kernel ties its parent-death
+    signal to the thread that created it.
+    """
+
+    def __init__(self) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = dict(os.environ)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.spawner", str(child.fileno())],
+            pass_fds=(child.fileno(),), env=env, stdin=subprocess.DEVNULL,
+            close_fds=True,
+        )
+        child.close()
+        self._sock = parent
+        self._lock = threading.Lock()
+
+    def spawn(self, plan: LaunchPlan, ctrl_fd: int, stdio: tuple[int, int, int],
+              pass_map: tuple[tuple[int, int], ...]) -> int:
+        fds = [ctrl_fd, *stdio, *(src for src, _ in pass_map)]
+        msg = pickle.dumps((plan, tuple(dst for _, dst in pass_map)))
+        with self._lock:
+            socket.send_fds(self._sock, [msg], fds)
+            reply = self._sock.recv(65536)
+        if not reply:
+            raise LaunchError("the fork server died", fix="see the error above; rerun")
+        res = pickle.loads(reply)
+        if "error" in res:
+            raise LaunchError(f"fork server: {res['error']}")
+        return int(res["pid"])
+
+    def reap(self, pid: int) -> None:
+        pass  # the fork server reaps its own children
+
+    def close(self) -> None:
+        try:
+            self._sock.close()
+        finally:
+            try:
+                self._proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+
+
+def _serve(fd: int) -> None:  # pragma: no cover - runs in the fork server process
+    from engine._linux import libc
+
+    libc.set_pdeathsig(signal.SIGKILL)
+    if os.getppid() == 1:
+        return
+    sock = socket.socket(fileno=fd)
+
+    def reap(*_: object) -> None:
+        while True:
+            try:
+                pid, _status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+
+    signal.signal(signal.SIGCHLD, reap)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while True:
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 64)
+        except InterruptedError:
+            continue
+        if not msg:
+            return
+        try:
+            plan, dsts = pickle.loads(msg)
+            ctrl, stdio, srcs = fds[0], (fds[1], fds[2], fds[3]), fds[4:]
+            pid = fork_keeper(plan, ctrl, stdio, tuple(zip(srcs, dsts)))
+            reply = {"pid": pid}
+        except Exception as err:  # noqa: BLE001
+            reply = {"error": str(err)}
+        finally:
+            for f in fds:
+                try:
+                    os.close(f)
+                except OSError:
+                    pass
+        sock.send(pickle.dumps(reply))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _serve(int(sys.argv[1]))
