@@ -186,11 +186,25 @@ class Sandbox:
 
     def _setup_cgroup(self) -> None:
         from engine import cgroups
+        from engine.errors import LimitUnavailable
 
         limits = self._limits()
-        self._cgroup, self._cgroup_mode, notes = cgroups.create_for_sandbox(
-            self.id, limits, allow_unlimited=self.allow_unlimited)
-        self.degraded.extend(notes)
+        support = cgroups.detect()
+        backend = cgroups.open_backend()
+        try:
+            self._cgroup = cgroups.create_optional(backend, self.id, limits, support=support)
+        except LimitUnavailable as err:
+            if not self.allow_unlimited:
+                raise
+            self.degraded.append(f"running without resource limits: {err.title}")
+            self._cgroup = None
+        if self._cgroup is not None:
+            self._cgroup_mode = getattr(backend, "mode", support.mode)
+        else:
+            self._cgroup_mode = "none"
+            if support.mode == "none" or not any(
+                    (limits.memory, limits.cpus, limits.pids)):
+                self.degraded.append("no cgroup: resource samples come from the process tree")
 
     def _plan(self) -> LaunchPlan:
         p = self.profile
@@ -236,7 +250,7 @@ class Sandbox:
             seccomp_bpf=self._filter.bpf,
             seccomp_notify=notify,
             cgroup_procs=tuple(cg.procs_files) if cg else (),
-            cgroup_dirs=tuple(getattr(cg, "dirs", ())) if cg else (),
+            cgroup_dirs=tuple(cg.paths) if cg else (),
             pass_fds=self.pass_fds,
             ns_flags=NS_FLAGS,
         )

@@ -1,0 +1,220 @@
+"""``flue``: run commands in a sandbox, check the machine, manage profiles.
+
+    flue run [-p PROFILE] [--memory SIZE] [--cpus N] [--pids N] [--timeout S] [--net MODE]
+             [--bind SRC[:DST][:ro|:rw]]... [--env K=V]... [--workspace DIR]
+             [--report FILE] [--events FILE] -- CMD [ARG...]
+    flue doctor
+    flue profiles list | show NAME | validate FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+EXIT_FLUE = 125
+
+
+def _err(msg: str) -> None:
+    sys.stderr.write(msg.rstrip("\n") + "\n")
+
+
+def _fail(err: BaseException) -> int:
+    from engine.errors import EngineError
+
+    if isinstance(err, EngineError):
+        lines = err.render().splitlines()
+        _err("flue: " + lines[0])
+        for line in lines[1:]:
+            _err("  " + line)
+        return err.exit_code
+    _err(f"flue: {err}")
+    return EXIT_FLUE
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flue", description="Run a command in a lightweight sandbox.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("run", help="run a command in a sandbox",
+                       usage="flue run [options] -- CMD [ARG...]")
+    r.add_argument("-p", "--profile", default="default", help="profile name or path (default: default)")
+    r.add_argument("--memory", help="memory limit, e.g. 512M")
+    r.add_argument("--cpus", help="CPU quota in CPUs, e.g. 0.5")
+    r.add_argument("--pids", help="maximum number of processes")
+    r.add_argument("--timeout", help="wall-clock timeout in seconds (or 30s, 10m)")
+    r.add_argument("--net", choices=("none", "loopback"), help="network mode")
+    r.add_argument("--bind", action="append", default=[], metavar="SRC[:DST][:ro|:rw]",
+                   help="bind a host path (read-only unless :rw)")
+    r.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="set an environment variable inside")
+    r.add_argument("--workspace", metavar="DIR", help="bind DIR read-write as /work")
+    r.add_argument("--report", metavar="FILE", help="write a JSON report of the run")
+    r.add_argument("--events", metavar="FILE", help="write the event stream as JSON lines")
+    r.add_argument("--host-uid", type=int, help="as root: host uid the sandbox's user maps to")
+    r.add_argument("--allow-unlimited", action="store_true",
+                   help="run even when the profile's limits cannot be enforced here")
+    r.add_argument("--no-observe", action="store_true",
+                   help="answer denials with a plain errno filter (no user notification)")
+    r.add_argument("--sample-interval", type=float, default=0.25, metavar="S",
+                   help="resource sample period in seconds (default 0.25)")
+    r.add_argument("command", nargs=argparse.REMAINDER)
+
+    sub.add_parser("doctor", help="check what this machine supports, with fixes")
+
+    pr = sub.add_parser("profiles", help="list, show or validate profiles")
+    psub = pr.add_subparsers(dest="pcmd", required=True)
+    psub.add_parser("list", help="built-in and user profiles")
+    sh = psub.add_parser("show", help="the resolved profile")
+    sh.add_argument("name")
+    va = psub.add_parser("validate", help="check a profile file")
+    va.add_argument("file")
+    return p
+
+
+def _overrides(a: argparse.Namespace) -> dict[str, Any]:
+    limits: dict[str, Any] = {}
+    for key in ("memory", "cpus", "pids", "timeout"):
+        val = getattr(a, key)
+        if val is not None:
+            limits[key] = val
+    out: dict[str, Any] = {}
+    if limits:
+        out["limits"] = limits
+    if a.net:
+        out["network"] = {"mode": a.net}
+    return out
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from engine.profile import load_profile
+    from engine.rootfs import parse_bind
+
+    argv = list(a.command)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        _err("flue: no command given\n  fix: flue run [options] -- CMD [ARG...]")
+        return EXIT_FLUE
+    env = []
+    for item in a.env:
+        if "=" not in item:
+            _err(f"flue: bad --env {item!r}\n  fix: write --env KEY=VALUE")
+            return EXIT_FLUE
+        k, v = item.split("=", 1)
+        env.append((k, v))
+    profile = load_profile(a.profile, overrides=_overrides(a) or None)
+    binds = tuple(parse_bind(b) for b in a.bind)
+    import asyncio
+
+    return asyncio.run(_run(a, argv, profile, binds, env))
+
+
+async def _run(a: argparse.Namespace, argv: list[str], profile: Any, binds: Any,
+               env: list[tuple[str, str]]) -> int:
+    import asyncio
+    import signal
+
+    from engine.sandbox import Sandbox
+
+    sb = Sandbox(argv, profile, workspace=a.workspace, binds=binds, env=env,
+                 host_uid=a.host_uid, allow_unlimited=a.allow_unlimited,
+                 observe=not a.no_observe, sample_interval=a.sample_interval,
+                 watch_files=bool(a.events))
+    events_file = open(a.events, "w") if a.events else None  # noqa: SIM115
+    writer = None
+    if events_file is not None:
+        def write(event: Any) -> None:
+            events_file.write(event.to_json() + "\n")
+        writer = write
+        sb.subscribe(writer)
+    loop = asyncio.get_running_loop()
+    forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+                 signal.SIGUSR2, signal.SIGWINCH)
+    try:
+        await sb.start()
+        for sig in forwarded:
+            loop.add_signal_handler(sig, sb.send_signal, sig)
+        result = await sb.wait()
+    finally:
+        for sig in forwarded:
+            loop.remove_signal_handler(sig)
+        if events_file is not None:
+            events_file.close()
+    if result.message:
+        _err(result.message)
+    for note in result.degraded:
+        if note.startswith("no cgroup"):
+            continue
+        _err(f"flue: degraded: {note}")
+    if a.report:
+        report = result.to_dict()
+        report["command"] = argv
+        report["profile"] = profile.name
+        tmp = a.report + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(report, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, a.report)
+    return result.exit_code
+
+
+def cmd_doctor(a: argparse.Namespace) -> int:
+    from engine.doctor import run_checks
+
+    worst = 0
+    for check in run_checks():
+        mark = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}[check.status]
+        print(f"[{mark}] {check.name}: {check.summary}")
+        for line in check.details:
+            print(f"       {line}")
+        if check.fix and check.status != "ok":
+            print(f"       fix: {check.fix}")
+        worst = max(worst, {"ok": 0, "warn": 0, "fail": 1}[check.status])
+    return worst
+
+
+def cmd_profiles(a: argparse.Namespace) -> int:
+    from engine import profile as prof
+
+    if a.pcmd == "list":
+        for info in prof.list_profiles():
+            where = "built-in" if info.builtin else str(info.path)
+            print(f"{info.name:<12} {where:<10} {info.description}")
+        return 0
+    if a.pcmd == "show":
+        p = prof.load_profile(a.name)
+        print(prof.describe(p) if hasattr(prof, "describe") else p)
+        return 0
+    if a.pcmd == "validate":
+        p = prof.load_profile(a.file)
+        print(f"{a.file}: ok ({p.name}: {len(p.seccomp.allow)} syscalls allowed)")
+        return 0
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
+    try:
+        if a.cmd == "run":
+            return cmd_run(a)
+        if a.cmd == "doctor":
+            return cmd_doctor(a)
+        if a.cmd == "profiles":
+            return cmd_profiles(a)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:  # noqa: BLE001 - one clear line, never a traceback for users
+        from engine.errors import EngineError
+
+        if not isinstance(err, EngineError) and os.environ.get("FLUE_DEBUG"):
+            raise
+        return _fail(err)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
