@@ -1,0 +1,62 @@
+"""Security profiles: TOML files layered with ``extends``, resolved into a ``Profile``.
+
+The model (``engine.profile.model``) is what the rest of the engine consumes; this package
+reads, layers and validates the TOML, and owns the syscall groups (``profiles/syscalls.toml``).
+The format is documented in docs/profiles.md.
+"""
+
+from __future__ import annotations
+
+from engine.profile.groups import (
+    Group,
+    expand_syscalls,
+    group_of,
+    known_syscalls,
+    syscall_groups,
+)
+from engine.profile.loader import (
+    LAUNCHER_SYSCALLS,
+    NETWORK_MODES,
+    ProfileInfo,
+    list_profiles,
+    load_profile,
+)
+from engine.profile.model import (
+    Bind,
+    EnvPolicy,
+    FilesystemPolicy,
+    Limits,
+    NetworkPolicy,
+    Profile,
+    SeccompPolicy,
+    UserPolicy,
+)
+from engine.profile.paths import builtin_profile_dir, user_profile_dir
+from engine.profile.sizes import format_duration, format_size, parse_duration, parse_size
+
+__all__ = [
+    "LAUNCHER_SYSCALLS",
+    "NETWORK_MODES",
+    "Bind",
+    "EnvPolicy",
+    "FilesystemPolicy",
+    "Group",
+    "Limits",
+    "NetworkPolicy",
+    "Profile",
+    "ProfileInfo",
+    "SeccompPolicy",
+    "UserPolicy",
+    "builtin_profile_dir",
+    "expand_syscalls",
+    "format_duration",
+    "format_size",
+    "group_of",
+    "known_syscalls",
+    "list_profiles",
+    "load_profile",
+    "parse_duration",
+    "parse_size",
+    "syscall_groups",
+    "user_profile_dir",
+]
