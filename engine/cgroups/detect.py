@@ -271,8 +271,8 @@ def _probe_v2(
                 c,
                 False,
                 base,
-                f"{base} holds {len(others)} other process(es), so {c} cannot be enabled for "
-                "child groups (cgroup v2 no-internal-processes rule)",
+                f"{base} holds {len(others)} other process(es), so controllers cannot be "
+                "enabled for child groups (cgroup v2 no-internal-processes rule)",
                 DELEGATE_FIX,
             )
         else:
@@ -367,7 +367,7 @@ def probe(
     else:
         controllers = ()
     off = [s for s in controllers if s.name in NEEDED and not s.available]
-    reason = "; ".join(s.reason for s in off if s.reason)
+    reason = "; ".join(dict.fromkeys(s.reason for s in off if s.reason))
     fix = next((s.fix for s in off if s.fix), "")
     if chosen == "none":
         if not reason:
