@@ -31,6 +31,7 @@ __all__ = [
     "parse_proc_cgroup",
     "read_proc_file",
     "remove_tree",
+    "swap_active",
     "wait_until_empty",
 ]
 
@@ -102,6 +103,12 @@ def read_proc_file(procfs: str, pid: int | str, name: str) -> str:
     """``{procfs}/{pid}/{name}``, e.g. ``read_proc_file("/proc", "self", "mountinfo")``."""
     with open(os.path.join(procfs, str(pid), name), encoding="utf-8", errors="replace") as f:
         return f.read()
+
+
+def swap_active(procfs: str = "/proc") -> bool:
+    """Whether any swap area is in use (``{procfs}/swaps`` lists more than its header)."""
+    with open(os.path.join(procfs, "swaps"), encoding="utf-8", errors="replace") as f:
+        return len([ln for ln in f.read().splitlines() if ln.strip()]) > 1
 
 
 def _unescape(field: str) -> str:

@@ -104,6 +104,7 @@ class Probe:
     pid: int
     euid: int
     fs: CgroupFS
+    procfs: str = "/proc"
 
 
 def _probe_v1(mounts: list[Mount], lines: list[ProcCgroup], euid: int, fs: CgroupFS) -> _V1:
@@ -389,6 +390,7 @@ def probe(
         pid=pid,
         euid=euid,
         fs=fs,
+        procfs=procfs,
     )
 
 
@@ -423,7 +425,7 @@ def detect(
 def backend_from(p: Probe) -> CgroupBackend | None:
     s = p.support
     if s.mode == "v1":
-        return V1Backend(s, p.v1_parents, euid=p.euid, fs=p.fs)
+        return V1Backend(s, p.v1_parents, euid=p.euid, fs=p.fs, procfs=p.procfs)
     if s.mode == "v2" and p.v2_base is not None:
         return V2Backend(s, p.v2_base, pid=p.pid, fs=p.fs)
     return None

@@ -49,6 +49,13 @@ def delegation_fix(path: str, uid: int) -> str:
     )
 
 
+def _sum(a: int | None, b: int | None) -> int | None:
+    # a charge refused by the memsw counter never reaches the memory counter: disjoint events
+    if a is None:
+        return b
+    return a + (b or 0)
+
+
 @dataclass(slots=True)
 class V1SandboxCgroup:
     """One sandbox's groups, one directory per v1 hierarchy. Picklable; holds absolute paths
@@ -112,7 +119,9 @@ class V1SandboxCgroup:
             memory_current=num("memory", "memory.usage_in_bytes"),
             memory_peak=num("memory", "memory.max_usage_in_bytes"),
             memory_limit=mem_limit,
-            memory_limit_hits=num("memory", "memory.failcnt"),
+            memory_limit_hits=_sum(
+                num("memory", "memory.failcnt"), num("memory", "memory.memsw.failcnt")
+            ),
             oom_kills=keyed("memory", "memory.oom_control").get("oom_kill"),
             pids_current=pids_current,
             pids_limit=pids_limit,
@@ -148,11 +157,23 @@ class V1Backend:
         *,
         euid: int | None = None,
         fs: CgroupFS | None = None,
+        procfs: str = "/proc",
+        memsw: bool | None = None,
     ) -> None:
         self.support = support
         self.parents = dict(parents)
         self.euid = os.geteuid() if euid is None else euid
         self.fs = fs if fs is not None else CgroupFS()
+        if memsw is None:
+            try:
+                memsw = cgroupfs.swap_active(procfs)
+            except OSError:
+                memsw = True
+        # Also cap memory+swap (memory.memsw.limit_in_bytes, when the kernel has it) so that
+        # swapping cannot dodge the limit. Only done while swap is in use: with memsw set,
+        # the memsw counter refuses the charges first and kernels >= 6.12 keep no failcnt
+        # for it, so limit hits would always read 0.
+        self.memsw = memsw
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -229,7 +250,7 @@ class V1Backend:
             # with swap accounting, memsw caps memory+swap so swapping cannot dodge the limit;
             # it must be written after memory.limit_in_bytes (memsw >= limit at all times)
             memsw = cg._f("memory", "memory.memsw.limit_in_bytes")
-            if memsw is not None and self.fs.exists(memsw):
+            if self.memsw and memsw is not None and self.fs.exists(memsw):
                 writes.append(("memory", "memory.memsw.limit_in_bytes", str(limits.memory)))
         if limits.cpus is not None:
             writes.append(("cpu", "cpu.cfs_period_us", str(CPU_PERIOD_US)))

@@ -411,6 +411,7 @@ class FakeCgroupV1FS(_FakeBase):
                 self._put(f"{d}/memory.usage_in_bytes", "0\n", ro=True)
                 self._put(f"{d}/memory.max_usage_in_bytes", "0\n")
                 self._put(f"{d}/memory.failcnt", "0\n")
+                self._put(f"{d}/memory.memsw.failcnt", "0\n")
                 self._put(
                     f"{d}/memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n"
                 )

@@ -175,7 +175,8 @@ def test_pure_v1_comounted_cpu_cpuacct(tmp_path: Path) -> None:
     assert cpu.path == acct.path == v1.hierarchy_dir("cpu,cpuacct") + "/user.slice"
     assert not any("hybrid" in n for n in s.notes)
     b = open_backend(**kw)  # type: ignore[arg-type]
-    assert b is not None
+    assert isinstance(b, V1Backend)
+    b.memsw = True  # as on a host with swap in use
     cg = b.create("flue-4242-1", Limits(memory=32 << 20, cpus=1.5, pids=5))
     try:
         assert len(cg.procs_files) == 3  # one directory serves both cpu and cpuacct
@@ -187,7 +188,8 @@ def test_pure_v1_comounted_cpu_cpuacct(tmp_path: Path) -> None:
         assert v1.read(f"{mem_dir}/memory.memsw.limit_in_bytes") == f"{32 << 20}\n"
         v1.write(f"{cpu_dir}/cpuacct.usage", "123456789\n")
         v1.write(f"{mem_dir}/memory.max_usage_in_bytes", "4096\n")
-        v1.write(f"{mem_dir}/memory.failcnt", "3\n")
+        v1.write(f"{mem_dir}/memory.failcnt", "2\n")
+        v1.write(f"{mem_dir}/memory.memsw.failcnt", "1\n")
         v1.write(f"{mem_dir}/memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
         v1.put(
             "/cpu,cpuacct/user.slice/flue-4242-1",
@@ -210,6 +212,11 @@ def test_pure_v1_comounted_cpu_cpuacct(tmp_path: Path) -> None:
     finally:
         cg.remove()
     assert not any(os.path.exists(p) for p in cg.paths)
+    b.memsw = False  # no swap: memory.limit_in_bytes alone, so failcnt keeps counting
+    cg = b.create("flue-4242-2", Limits(memory=32 << 20))
+    mem_dir = v1.hierarchy_dir("memory") + "/user.slice/flue-4242-2"
+    assert v1.read(f"{mem_dir}/memory.memsw.limit_in_bytes") == "9223372036854771712\n"
+    cg.remove()
 
 
 def test_v1_missing_controller_is_named(tmp_path: Path) -> None:
