@@ -109,6 +109,15 @@ class ResourceSample(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class LimitHit(Event):
+    kind: ClassVar[str] = "limit_hit"
+    limit: str = "oom_kill"  # oom_kill | pids | memory
+    count: int = 0  # the counter's value now
+    delta: int = 0  # how much it grew since the last sample
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class FileChanged(Event):
     kind: ClassVar[str] = "file_changed"
     change: str = "added"  # added | modified | deleted
@@ -181,6 +190,6 @@ class Exited(Event):
 
 REGISTRY: dict[str, type[Event]] = {
     c.kind: c
-    for c in (Started, SyscallDenied, ResourceSample, FileChanged, ProcessStarted, ProcessExited,
+    for c in (Started, SyscallDenied, ResourceSample, LimitHit, FileChanged, ProcessStarted, ProcessExited,
               ProcessTable, WorkspaceManifest, Output, Notice, Exited)
 }

@@ -116,6 +116,7 @@ class Sandbox:
         watch_files: bool = False,
         spawner: Any = None,
         name: str | None = None,
+        capture_output: bool = False,
     ) -> None:
         if not argv:
             raise LaunchError("no command given", fix="put the command after --")
@@ -132,6 +133,8 @@ class Sandbox:
         self.sample_interval = sample_interval
         self.watch_files = watch_files
         self.id = name or f"flue-{os.getpid()}-{next(_seq)}"
+        self.capture_output = capture_output
+        self._out_fds: dict[int, tuple[str, Any]] = {}
         self._spawner = spawner
         self.result = Result()
         self.degraded: list[str] = []
@@ -157,10 +160,28 @@ class Sandbox:
         self._denials: Any = None
         self._sources: list[Any] = []
         self._last_sample: Any = None
+        self.processes: Any = None
+        self.resources: Any = None
+        self.files: Any = None
+        self._started_sent = False
+        self._early: list[ev.Event] = []
+        self.main_host_pid: int | None = None
 
     # --- events -----------------------------------------------------------------------------
 
     def emit(self, event: ev.Event) -> None:
+        if not self._started_sent:
+            if not isinstance(event, ev.Started | ev.Exited):
+                self._early.append(event)  # e.g. the main process's own exec, seen first
+                return
+            self._started_sent = True
+            self._queue.put_nowait(event)
+            for cb in self._subscribers:
+                cb(event)
+            early, self._early = self._early, []
+            for e in early:
+                self.emit(e)
+            return
         self._queue.put_nowait(event)
         for cb in self._subscribers:
             cb(event)
@@ -228,7 +249,10 @@ class Sandbox:
             notify = False
             self.degraded.append("seccomp user notification is not supported by this kernel: "
                                  "denials get their errno but are not observable")
-        self._filter = compile_filter(p.seccomp, notify=notify)
+        from engine.seccomp import TRACE_PROCESS
+
+        self._filter = compile_filter(p.seccomp, notify=notify,
+                                      trace=TRACE_PROCESS if notify else ())
         net = p.network.mode
         mounts = plan_mounts(p, workspace=self.workspace, extra_binds=self.binds, net_mode=net)
         env = build_env(p, self.extra_env)
@@ -285,19 +309,39 @@ class Sandbox:
         self._t0 = time.monotonic()
         self._done = loop.create_future()
         ctrl_parent, ctrl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        child_ends: list[int] = []
+        stdio = self.stdio
+        if self.capture_output:
+            import codecs
+
+            devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            child_ends = [devnull, out_w, err_w]
+            stdio = (devnull, out_w, err_w)
+            for fd, stream in ((out_r, "stdout"), (err_r, "stderr")):
+                os.set_blocking(fd, False)
+                self._out_fds[fd] = (stream, codecs.getincrementaldecoder("utf-8")("replace"))
         try:
             self._setup_cgroup()
             plan = self._plan()
             spawner = self._spawner or _default_spawner()
             self._spawner = spawner
             pass_map = tuple((fd, fd) for fd in self.pass_fds)
-            self._keeper_pid = spawner.spawn(plan, ctrl_child.fileno(), self.stdio, pass_map)
+            self._keeper_pid = spawner.spawn(plan, ctrl_child.fileno(), stdio, pass_map)
         except BaseException:
             ctrl_parent.close()
+            for fd in list(self._out_fds):
+                os.close(fd)
+            self._out_fds.clear()
             self._remove_cgroup()
             raise
         finally:
             ctrl_child.close()
+            for fd in child_ends:
+                os.close(fd)
+        for fd in self._out_fds:
+            loop.add_reader(fd, self._on_output, fd)
         self._ctrl = ctrl_parent
         ctrl_parent.setblocking(False)
         self._plan_obj = plan
@@ -327,6 +371,39 @@ class Sandbox:
     def _on_timeout(self) -> None:
         self._timed_out = True
         self.kill()
+
+    # --- output -----------------------------------------------------------------------------------
+
+    def _on_output(self, fd: int, final: bool = False) -> None:
+        stream, dec = self._out_fds[fd]
+        for _ in range(16):
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                text = dec.decode(b"", final=True)
+                if text:
+                    self.emit(ev.Output(self.id, self.now(), stream=stream, data=text))
+                asyncio.get_running_loop().remove_reader(fd)
+                os.close(fd)
+                del self._out_fds[fd]
+                return
+            text = dec.decode(chunk)
+            if text:
+                self.emit(ev.Output(self.id, self.now(), stream=stream, data=text))
+            if not final and len(chunk) < 65536:
+                return
+
+    def _drain_output(self) -> None:
+        for fd in list(self._out_fds):
+            self._on_output(fd, final=True)
+        for fd in list(self._out_fds):  # still open (a descendant escaped? impossible): close
+            asyncio.get_running_loop().remove_reader(fd)
+            os.close(fd)
+            del self._out_fds[fd]
 
     # --- control messages ------------------------------------------------------------------------
 
@@ -397,8 +474,21 @@ class Sandbox:
         from engine.sources.denials import DenialListener
 
         assert self._listener is not None and self._filter is not None
+        from engine.sources.processes import ProcessTracker
+
         self._denials = DenialListener(self, self._listener, self._filter)
+        self.processes = ProcessTracker(self, self.sample_interval)
+        self._denials.tracker = self.processes
         self._denials.start()
+
+    def on_main_exec(self, host_pid: int) -> None:
+        """The main process is about to exec (it waits for our answer): snapshot the
+        workspace now, so everything the program creates counts as added."""
+        self.main_host_pid = host_pid
+        if self.watch_files:
+            from engine.sources import make_file_watcher
+
+            make_file_watcher(self, host_pid).snapshot()
 
     def _start_sources(self) -> None:
         from engine.sources import start_sources
@@ -420,6 +510,7 @@ class Sandbox:
                 self.degraded.append(f"{type(src).__name__}: {err}")
         if self._denials is not None:
             self._denials.stop()
+        self._drain_output()
         sample = None
         if self._cgroup is not None:
             try:

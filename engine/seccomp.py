@@ -55,6 +55,10 @@ ACT_ALLOW = "allow"
 ACT_ERRNO = "errno"
 ACT_NOTIFY = "notify"
 ACT_KILL = "kill"
+ACT_TRACE = "trace"  # allowed, but reported to the supervisor first (notify + continue)
+
+# allowed syscalls the supervisor observes to report processes (exec and exit), when notified
+TRACE_PROCESS = ("execve", "execveat", "exit_group")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +132,8 @@ def _cache_dir() -> Path:
     return Path(base) / "flue" / "bpf"
 
 
-def _cache_key(policy: SeccompPolicy, notify: bool, arch: str) -> str:
+def _cache_key(policy: SeccompPolicy, notify: bool, arch: str,
+               trace: tuple[str, ...] = ()) -> str:
     blob = json.dumps(
         {
             "v": 3,
@@ -139,6 +144,7 @@ def _cache_key(policy: SeccompPolicy, notify: bool, arch: str) -> str:
             "ns": policy.allow_namespaces,
             "fam": sorted(policy.socket_families),
             "notify": notify,
+            "trace": sorted(trace),
             "arch": arch,
         },
         sort_keys=True,
@@ -146,14 +152,16 @@ def _cache_key(policy: SeccompPolicy, notify: bool, arch: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def compile_filter(policy: SeccompPolicy, *, notify: bool, use_cache: bool = True) -> CompiledFilter:
-    """Build the BPF program for ``policy``. ``notify`` routes denials to a listener."""
+def compile_filter(policy: SeccompPolicy, *, notify: bool, use_cache: bool = True,
+                   trace: tuple[str, ...] = ()) -> CompiledFilter:
+    """Build the BPF program for ``policy``. ``notify`` routes denials to a listener;
+    ``trace`` names allowed syscalls that are reported to it first, then continued."""
     import platform
 
     arch = platform.machine()
     known = native_syscalls()
-    table = _verdicts(policy, known, notify)
-    key = _cache_key(policy, notify, arch)
+    table = _verdicts(policy, known, notify, trace if notify else ())
+    key = _cache_key(policy, notify, arch, trace if notify else ())
     cache = _cache_dir() / f"{key}.bpf"
     if use_cache:
         try:
@@ -174,7 +182,8 @@ def compile_filter(policy: SeccompPolicy, *, notify: bool, use_cache: bool = Tru
     return CompiledFilter(bpf=bpf, notify=notify, arch=arch, table=table)
 
 
-def _verdicts(policy: SeccompPolicy, known: dict[str, int], notify: bool) -> dict[int, SyscallVerdict]:
+def _verdicts(policy: SeccompPolicy, known: dict[str, int], notify: bool,
+              trace: tuple[str, ...] = ()) -> dict[int, SyscallVerdict]:
     table: dict[int, SyscallVerdict] = {}
     deny_action = ACT_NOTIFY if notify else ACT_ERRNO
     for name, nr in known.items():
@@ -196,6 +205,9 @@ def _verdicts(policy: SeccompPolicy, known: dict[str, int], notify: bool) -> dic
                 filt = "terminal ioctls"
             elif name == "personality":
                 filt = "personality"
+            if name in trace and not filt:
+                table[nr] = SyscallVerdict(name, ACT_TRACE, err)
+                continue
             table[nr] = SyscallVerdict(name, ACT_ALLOW, err, filt)
         else:
             table[nr] = SyscallVerdict(name, deny_action, err)
@@ -221,6 +233,8 @@ def _build(policy: SeccompPolicy, known: dict[str, int], table: dict[int, Syscal
     for nr, v in table.items():
         if v.action == ACT_KILL:
             f.add_rule(sc.KILL_PROCESS, nr)
+        elif v.action == ACT_TRACE:
+            f.add_rule(sc.NOTIFY, nr)
         elif v.action in (ACT_ERRNO, ACT_NOTIFY):
             if v.errno == _errno.ENOSYS and not notify:
                 continue  # that is the default action already

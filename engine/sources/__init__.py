@@ -1,12 +1,74 @@
 """Event sources that watch a running sandbox: each is fd- or timer-driven on the event loop
-and has ``start()`` and ``async stop()``."""
+and has ``start()`` and ``async stop()``.
+
+- ``denials``: seccomp user notification (denials answered with the profile's errno; exec and
+  exit observed and continued) -- started as soon as the listener arrives;
+- ``resources``: cgroup (or psutil) samples at ``sample_interval``;
+- ``processes``: the process tree (with the listener's exec/exit reports);
+- ``files``: workspace and /tmp changes through /proc/PID/root, and the exit manifest.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
-def start_sources(sandbox: Any) -> list[Any]:
-    """Start the observation sources the sandbox asked for; returns them (stopped at exit)."""
+def main_host_pid(init_pid: int, inside_pid: int | None) -> int | None:
+    """The host pid of the sandbox's main process: the child of PID 1 with that inner pid."""
+    try:
+        with open(f"/proc/{init_pid}/task/{init_pid}/children") as f:
+            kids = [int(x) for x in f.read().split()]
+    except OSError:
+        kids = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == init_pid:
+                kids.append(int(name))
+    for k in kids:
+        try:
+            with open(f"/proc/{k}/status") as f:
+                for line in f:
+                    if line.startswith("NStgid:"):
+                        if inside_pid is None or int(line.split()[-1]) == inside_pid:
+                            return k
+        except OSError:
+            continue
+    return kids[0] if kids else None
+
+
+def start_sources(sb: Any) -> list[Any]:
+    """Start the observation sources of a sandbox that has just started; returns them."""
+    from engine.sources.resources import ResourceSampler
+
     sources: list[Any] = []
+    sampler = ResourceSampler(sb, sb.sample_interval)
+    sampler.start()
+    sources.append(sampler)
+    sb.resources = sampler
+    if sb.processes is None:
+        from engine.sources.processes import ProcessTracker
+
+        sb.processes = ProcessTracker(sb, sb.sample_interval)
+    sb.processes.start()
+    sources.append(sb.processes)
+    if sb.init_pid:
+        sb.main_host_pid = main_host_pid(sb.init_pid, sb.main_pid_inside)
+    if sb.watch_files and sb.main_host_pid:
+        watcher = sb.files or make_file_watcher(sb, sb.main_host_pid)
+        watcher.start()
+        sources.append(watcher)
     return sources
+
+
+def make_file_watcher(sb: Any, host_pid: int) -> Any:
+    from engine.sources.files import FileWatcher
+
+    sb.files = FileWatcher(sb, host_pid, ("/work", "/tmp"))
+    return sb.files

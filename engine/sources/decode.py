@@ -180,6 +180,43 @@ class Decoder:
         finally:
             os.close(fd)
 
+    def _read_ptrs(self, tid: int, addr: int, limit: int = 256) -> list[int]:
+        if not addr:
+            return []
+        try:
+            fd = os.open(f"{self.procfs}/{tid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return []
+        out: list[int] = []
+        try:
+            while len(out) < limit:
+                try:
+                    raw = os.pread(fd, 8 * 32, addr + 8 * len(out))
+                except OSError:
+                    break
+                if len(raw) < 8:
+                    break
+                for i in range(0, len(raw) - 7, 8):
+                    ptr = int.from_bytes(raw[i:i + 8], "little")
+                    if ptr == 0:
+                        return out
+                    out.append(ptr)
+        finally:
+            os.close(fd)
+        return out
+
+    def exec_args(self, n: notify.Notification, name: str) -> tuple[str, tuple[str, ...]]:
+        """The path and argv of an execve/execveat, for display."""
+        pi, ai = (0, 1) if name == "execve" else (1, 2)
+        path = self._read_str(n.pid, n.args[pi]) or ""
+        argv = []
+        for ptr in self._read_ptrs(n.pid, n.args[ai], 64):
+            s = self._read_str(n.pid, ptr, 1024)
+            if s is None:
+                break
+            argv.append(s)
+        return path, tuple(argv)
+
     def describe(self, n: notify.Notification, name: str) -> dict[str, Any]:
         st = self._status(n.pid)
         info: dict[str, Any] = {"tid": n.pid, "comm": st.get("Name", "")}

@@ -49,6 +49,7 @@ class DenialListener:
         self._flush_handle: asyncio.TimerHandle | None = None
         self._stopped = False
         self._decoder = decoder
+        self.tracker: Any = None
         if self._decoder is None:
             from engine.sources.decode import Decoder
 
@@ -100,6 +101,11 @@ class DenialListener:
                     break
                 self.stop()
                 return
+            verdict = self.filt.table.get(n.nr)
+            if verdict is not None and verdict.action == "trace":
+                self._trace(n, verdict.name)
+                self._window_count += 1
+                continue
             eno = self.filt.errno_for(n.nr)
             name = self.filt.name_of(n.nr)
             key = (n.nr, n.pid, n.args)
@@ -119,6 +125,22 @@ class DenialListener:
             self._paused = True
             self._loop.remove_reader(self.fd)
             self._loop.call_later(window - (now - self._window_start), self._resume)
+
+    def _trace(self, n: notify.Notification, name: str) -> None:
+        """An allowed syscall we observe (exec, exit): look, then let it continue."""
+        tracker = self.tracker
+        try:
+            if tracker is not None and name in ("execve", "execveat"):
+                path, argv = self._decoder.exec_args(n, name)
+                if notify.id_valid(self.fd, n.id):
+                    tracker.on_exec(n.pid, argv, path)
+            elif tracker is not None and name == "exit_group":
+                tracker.on_exit(n.pid, n.args[0] & 0xFF)
+        finally:
+            try:
+                notify.respond_continue(self.fd, n.id)
+            except OSError:
+                pass
 
     def _record(self, n: notify.Notification, name: str, key: tuple[Any, ...], eno: int,
                 info: dict[str, Any] | None) -> None:

@@ -1,0 +1,225 @@
+"""Workspace and /tmp changes inside the sandbox, watched with watchfiles through
+/proc/PID/root, and a manifest of the workspace when the sandbox ends.
+
+watchfiles batches inotify events; a directory created and filled at once may be reported
+only by its deepest file, so every added directory is scanned and anything in it we have not
+seen yet is reported too. Each path is reported once per change, with the right kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from typing import Any
+
+from engine import events as ev
+
+MAX_MANIFEST = 20_000
+
+
+class FileWatcher:
+    def __init__(self, sb: Any, main_host_pid: int, dirs: tuple[str, ...]) -> None:
+        self.sb = sb
+        self.pid = main_host_pid
+        self.dirs = dirs  # inside the sandbox, e.g. ("/work", "/tmp")
+        self.prefix = f"/proc/{main_host_pid}/root"
+        self.known: dict[str, tuple[bool, int]] = {}  # inside path -> (is_dir, size)
+        self._mtimes: dict[str, int] = {}
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._ws_fd: int | None = None
+        self._snapshotted = False
+        self._handles: list[asyncio.TimerHandle] = []
+        self.workspace = dirs[0] if dirs else "/work"
+
+    def snapshot(self) -> None:
+        """What is there before the program runs (a bound workspace's files are not news)."""
+        if self._snapshotted:
+            return
+        self._snapshotted = True
+        for d in self.dirs:
+            self._scan(d, emit=False)
+
+    def start(self) -> None:
+        self.snapshot()
+        try:
+            # keeps the workspace's mount alive for the exit manifest, even after the sandbox
+            # is gone; closed in stop()
+            self._ws_fd = os.open(self.prefix + self.workspace, os.O_RDONLY | os.O_DIRECTORY
+                                  | os.O_CLOEXEC)
+        except OSError:
+            self._ws_fd = None
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run())
+        # the watches take a moment to be in place: reconcile what happened meanwhile
+        for delay in (0.05, 0.25, 1.0):
+            self._handles.append(loop.call_later(delay, self._reconcile))
+
+    def _reconcile(self) -> None:
+        for d in self.dirs:
+            self._scan(d, emit=True)
+
+    async def stop(self) -> None:
+        for h in self._handles:
+            h.cancel()
+        self._stop.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, 2.0)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
+            except Exception:  # noqa: BLE001 - the sandbox root vanished under the watcher
+                pass
+        self._final_reconcile()
+        self._manifest()
+
+    def _final_reconcile(self) -> None:
+        """Compare what we know of the workspace with what is there now (through our fd)."""
+        fd = self._ws_fd
+        if fd is None:
+            return
+        now: dict[str, tuple[bool, int]] = {}
+        try:
+            for root, dirs, files, rootfd in os.fwalk(".", dir_fd=fd):
+                for name in dirs + files:
+                    try:
+                        st = os.lstat(name, dir_fd=rootfd)
+                    except OSError:
+                        continue
+                    rel = os.path.normpath(os.path.join(root, name))
+                    is_dir = stat.S_ISDIR(st.st_mode)
+                    now[f"{self.workspace}/{rel}"] = (is_dir, 0 if is_dir else st.st_size)
+        except OSError:
+            return
+        for path in sorted(now):
+            if path not in self.known:
+                self.known[path] = now[path]
+                self._emit("added", path, now[path][1], now[path][0])
+        ws = self.workspace + "/"
+        for path in sorted((p for p in self.known if p.startswith(ws) and p not in now),
+                           reverse=True):
+            self._emit("deleted", path, None, self.known.pop(path)[0])
+
+    async def _run(self) -> None:
+        import watchfiles
+
+        paths = [self.prefix + d for d in self.dirs if os.path.isdir(self.prefix + d)]
+        if not paths:
+            return
+        try:
+            async for batch in watchfiles.awatch(*paths, stop_event=self._stop, debounce=60,
+                                                 step=20, watch_filter=None,
+                                                 ignore_permission_denied=True):
+                self._batch(batch)
+        except (FileNotFoundError, RuntimeError, OSError):
+            return  # the sandbox ended while the watcher started
+
+    def _inside(self, host_path: str) -> str:
+        return host_path[len(self.prefix):] if host_path.startswith(self.prefix) else host_path
+
+    def _stat(self, inside: str) -> os.stat_result | None:
+        try:
+            return os.lstat(self.prefix + inside)
+        except OSError:
+            return None
+
+    def _batch(self, batch: set[tuple[Any, str]]) -> None:
+        import watchfiles
+
+        items = sorted(((c, self._inside(p)) for c, p in batch),
+                       key=lambda cp: (cp[0] == watchfiles.Change.deleted, cp[1]))
+        deleted = sorted((p for c, p in items if c == watchfiles.Change.deleted), reverse=True)
+        for change, path in items:
+            if change == watchfiles.Change.deleted:
+                continue
+            st = self._stat(path)
+            if st is None:
+                if path in self.known:
+                    self._emit("deleted", path, None, self.known.pop(path)[0])
+                continue
+            self._ensure_parents(path)
+            self._seen(path, st)
+            if stat.S_ISDIR(st.st_mode):
+                self._scan(path, emit=True)
+        for path in deleted:
+            if self._stat(path) is not None:
+                continue
+            for sub in sorted((k for k in self.known if k.startswith(path + "/")), reverse=True):
+                self._emit("deleted", sub, None, self.known.pop(sub)[0])
+            if path in self.known:
+                self._emit("deleted", path, None, self.known.pop(path)[0])
+
+    def _ensure_parents(self, path: str) -> None:
+        parts = path.split("/")
+        for i in range(2, len(parts)):
+            parent = "/".join(parts[:i])
+            if parent in self.dirs or not parent:
+                continue
+            if parent not in self.known:
+                st = self._stat(parent)
+                if st is not None:
+                    self._seen(parent, st)
+
+    def _seen(self, path: str, st: os.stat_result) -> None:
+        is_dir = stat.S_ISDIR(st.st_mode)
+        size = 0 if is_dir else st.st_size
+        prev = self.known.get(path)
+        prev_mtime = self._mtimes.get(path)
+        self.known[path] = (is_dir, size)
+        self._mtimes[path] = st.st_mtime_ns
+        if prev is None:
+            self._emit("added", path, size, is_dir)
+        elif not is_dir and (prev[1] != size or prev_mtime != st.st_mtime_ns):
+            self._emit("modified", path, size, is_dir)
+
+    def _scan(self, inside: str, *, emit: bool) -> None:
+        top = self.prefix + inside
+        try:
+            walker = os.walk(top)
+            for root, dirs, files in walker:
+                for name in dirs + files:
+                    p = self._inside(os.path.join(root, name))
+                    if p in self.known:
+                        continue
+                    st = self._stat(p)
+                    if st is None:
+                        continue
+                    is_dir = stat.S_ISDIR(st.st_mode)
+                    self.known[p] = (is_dir, 0 if is_dir else st.st_size)
+                    self._mtimes[p] = st.st_mtime_ns
+                    if emit:
+                        self._emit("added", p, 0 if is_dir else st.st_size, is_dir)
+        except OSError:
+            pass
+
+    def _emit(self, change: str, path: str, size: int | None, is_dir: bool) -> None:
+        self.sb.emit(ev.FileChanged(self.sb.id, self.sb.now(), change=change, path=path,
+                                    size=size, is_dir=is_dir))
+
+    def _manifest(self) -> None:
+        fd = self._ws_fd
+        if fd is None:
+            return
+        self._ws_fd = None
+        entries: list[tuple[str, int, str]] = []
+        try:
+            for root, dirs, files, rootfd in os.fwalk(".", dir_fd=fd):
+                for name in sorted(dirs + files):
+                    try:
+                        st = os.lstat(name, dir_fd=rootfd)
+                    except OSError:
+                        continue
+                    rel = os.path.normpath(os.path.join(root, name))
+                    entries.append((f"{self.workspace}/{rel}", 0 if stat.S_ISDIR(st.st_mode)
+                                    else st.st_size, stat.filemode(st.st_mode)))
+                    if len(entries) >= MAX_MANIFEST:
+                        break
+                if len(entries) >= MAX_MANIFEST:
+                    break
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        entries.sort()
+        self.sb.emit(ev.WorkspaceManifest(self.sb.id, self.sb.now(), entries=tuple(entries)))
