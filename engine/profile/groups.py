@@ -41,15 +41,15 @@ class _Tables:
 def _libseccomp_native() -> tuple[frozenset[str], object]:
     """(native names, a resolver name -> int) or (empty, None) without libseccomp."""
     try:
-        import pyseccomp
+        import pyseccomp  # type: ignore[import-untyped, unused-ignore]
     except (ImportError, OSError):
         return frozenset(), None
     arch = pyseccomp.system_arch()
     names = set()
-    for nr in range(0, 1024):
+    for nr in range(1024):
         try:
             names.add(pyseccomp.resolve_syscall(arch, nr).decode())
-        except Exception:  # noqa: BLE001 - libseccomp raises for numbers it does not know
+        except Exception:  # noqa: BLE001, S112 - libseccomp raises for numbers it does not know
             continue
     return frozenset(names), lambda name: pyseccomp.resolve_syscall(arch, name)
 

@@ -15,14 +15,15 @@ _DURATION_PART = re.compile(rf"({_NUMBER.pattern})(ms|s|m|h|d)")
 DURATION_HINT = "durations are seconds, or a number with s, m, h or d, like 30s, 10m or 1h30m"
 
 
-def parse_size(value: str | int) -> int:
+def parse_size(value: str | float) -> int:
     """Bytes from ``"64M"``, ``"1.5G"``, ``"512k"`` or a plain number of bytes.
 
     Suffixes are powers of 1024 and case-insensitive. Raises ``ValueError`` with a message
     that says what a size looks like.
     """
+    # ValueError for every bad input, wrong types included: callers report one kind of error
     if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a size; {SIZE_HINT}")
+        raise ValueError(f"{value!r} is not a size; {SIZE_HINT}")  # noqa: TRY004
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"a size cannot be negative ({value}); {SIZE_HINT}")
@@ -32,7 +33,7 @@ def parse_size(value: str | int) -> int:
             raise ValueError(f"{value!r} is not a whole number of bytes; {SIZE_HINT}")
         return int(value)
     if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a size; {SIZE_HINT}")
+        raise ValueError(f"{value!r} is not a size; {SIZE_HINT}")  # noqa: TRY004
     m = _SIZE_RE.fullmatch(value)
     if not m:
         raise ValueError(f"{value!r} is not a size; {SIZE_HINT}")
@@ -57,16 +58,16 @@ def format_size(n: int) -> str:
     return str(n)
 
 
-def parse_duration(value: str | int | float) -> float:
+def parse_duration(value: str | float) -> float:
     """Seconds from ``600``, ``"30s"``, ``"10m"``, ``"1h30m"``, ``"500ms"`` or ``"1.5h"``."""
     if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration; {DURATION_HINT}")
+        raise ValueError(f"{value!r} is not a duration; {DURATION_HINT}")  # noqa: TRY004
     if isinstance(value, (int, float)):
         if value < 0 or not math.isfinite(value):
             raise ValueError(f"{value!r} is not a duration; {DURATION_HINT}")
         return float(value)
     if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a duration; {DURATION_HINT}")
+        raise ValueError(f"{value!r} is not a duration; {DURATION_HINT}")  # noqa: TRY004
     text = value.strip().replace(" ", "")
     if _NUMBER.fullmatch(text):
         return float(text)
