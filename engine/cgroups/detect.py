@@ -342,7 +342,7 @@ def probe(
     if v2 is not None and v1.mounted & set(NEEDED):
         notes.append(
             f"hybrid layout: cgroup2 at {v2.mount.mountpoint} offers "
-            f"{' '.join(v2.offered) if v2.offered else 'no controllers'}; "
+            f"{'only ' + ' '.join(v2.offered) if v2.offered else 'no controllers'}; "
             f"{', '.join(c for c in NEEDED if c in v1.mounted)} are bound to cgroup v1 "
             "hierarchies"
         )

@@ -105,7 +105,7 @@ def test_hybrid_like_this_vm(tmp_path: Path) -> None:
         "pids": v1.hierarchy_dir("pids"),
     }
     (note,) = [n for n in s.notes if "hybrid" in n]
-    assert "offers hugetlb" in note and "memory, cpu, pids" in note
+    assert "offers only hugetlb" in note and "memory, cpu, pids" in note
     # forcing v2 shows why it is not used, truthfully
     s2 = detect(**kw, mode="v2")  # type: ignore[arg-type]
     mem = s2.controller("memory")

@@ -76,7 +76,7 @@ def test_real_unified_files_parse_and_detection_is_truthful() -> None:
     if not ({"memory", "cpu", "pids"} & set(offered)) and auto.mode != "v2":
         (note,) = [n for n in auto.notes if "hybrid" in n]
         assert mp in note
-        assert (" ".join(offered) if offered else "no controllers") in note
+        assert ("only " + " ".join(offered) if offered else "no controllers") in note
 
 
 def test_real_v2_group_create_sample_kill_remove(groups: list[V2SandboxCgroup]) -> None:
