@@ -30,7 +30,8 @@ class FilesystemPolicy:
     # host system directories bound read-only (nosuid, nodev); symlinks such as a merged
     # /usr's /bin -> usr/bin are recreated as symlinks, not bound.
     system: tuple[str, ...] = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-    # host files or directories under /etc bound read-only when present
+    # host files or directories under /etc bound read-only when present, as names relative to
+    # /etc ("ssl", "ld.so.cache", "ld.so.conf.d"); never passwd/group/hosts/hostname/resolv.conf
     etc: tuple[str, ...] = ()
     binds: tuple[Bind, ...] = ()
     # extra tmpfs mounts: path inside -> size in bytes
@@ -75,8 +76,15 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class EnvPolicy:
+    # host variables copied in when set; an entry ending in "*" is a prefix ("LC_*")
     passthrough: tuple[str, ...] = ("TERM", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "COLORTERM")
-    set: tuple[tuple[str, str], ...] = ()
+    set: tuple[tuple[str, str], ...] = ()  # applied after passthrough: these win
+
+    def passes(self, name: str) -> bool:
+        """Whether the host variable ``name`` is copied into the sandbox."""
+        return any(
+            name == p or (p.endswith("*") and name.startswith(p[:-1])) for p in self.passthrough
+        )
 
 
 @dataclass(frozen=True, slots=True)

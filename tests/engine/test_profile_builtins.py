@@ -134,3 +134,9 @@ def test_permissive_keeps_the_host_safe() -> None:
     assert {"ptrace", "mount", "unshare", "bpf", "clone3", "io_uring_setup"} <= p.seccomp.allow
     assert p.seccomp.allow_namespaces
     assert p.seccomp.allow > load_profile("default").seccomp.allow
+
+
+def test_env_prefix_entries_match_by_prefix() -> None:
+    env = load_profile("default").env
+    assert env.passes("LC_ALL") and env.passes("LC_MESSAGES") and env.passes("TERM")
+    assert not env.passes("HOME") and not env.passes("LC") and not env.passes("SSH_AUTH_SOCK")
