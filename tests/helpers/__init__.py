@@ -1,0 +1,1 @@
+"""Helpers for the real-sandbox tests: the unprivileged runtime, cgroup delegation, ptys."""

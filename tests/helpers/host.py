@@ -1,0 +1,59 @@
+"""What the host sees: processes by a marker in their argv, mounts, leftover cgroups."""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def pids_with_marker(marker: str) -> list[int]:
+    """Live (non-zombie) processes whose command line contains ``marker``."""
+    out = []
+    me = os.getpid()
+    needle = marker.encode()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if needle in cmdline:
+            out.append(int(name))
+    return out
+
+
+def wait_marker_gone(marker: str, timeout: float = 10.0) -> list[int]:
+    """Wait until no process carries ``marker``; returns the survivors (empty when gone)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = pids_with_marker(marker)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.02)
+
+
+def describe(pids: list[int]) -> list[str]:
+    out = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{pid}/status") as f:
+                state = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("State")), "?")
+        except OSError:
+            continue
+        out.append(f"{pid} [{state}] {cmd[:200]}")
+    return out
+
+
+def mounts() -> set[str]:
+    """This process's mount table, one entry per mount (id, mount point, source)."""
+    out = set()
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            out.add(f"{fields[0]} {fields[4]} {fields[sep + 1]} {fields[sep + 2]}")
+    return out

@@ -1,0 +1,104 @@
+"""A world-readable copy of flue for running it as an unprivileged uid.
+
+The test runner's interpreter and virtualenv may live where other uids cannot read (a
+user's home). The unprivileged runs therefore use the system's ``python3`` with
+``PYTHONPATH`` pointing at a copy, made once per session in a 0755 temp directory, of
+``engine/``, ``profiles/`` and the runtime dependencies found in the running interpreter's
+site-packages (from ``importlib.metadata``, never from fixed paths).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import shutil
+import sys
+import sysconfig
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+# flue's dependencies that the engine does not import (the TUI's)
+_NOT_ENGINE = {"textual"}
+
+
+def site_packages() -> list[Path]:
+    paths = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
+    return [Path(p) for p in sorted(paths)]
+
+
+def _req_names(dist: md.Distribution) -> list[str]:
+    from packaging.requirements import Requirement
+
+    out = []
+    for spec in dist.requires or []:
+        req = Requirement(spec)
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        out.append(req.name)
+    return out
+
+
+def runtime_distributions() -> list[md.Distribution]:
+    """flue's runtime dependencies, transitively, minus the TUI's."""
+    seen: dict[str, md.Distribution] = {}
+    todo = [n for n in _req_names(md.distribution("flue")) if n.lower() not in _NOT_ENGINE]
+    while todo:
+        name = todo.pop()
+        key = name.lower().replace("_", "-")
+        if key in seen:
+            continue
+        try:
+            dist = md.distribution(name)
+        except md.PackageNotFoundError:
+            continue
+        seen[key] = dist
+        todo.extend(_req_names(dist))
+    return list(seen.values())
+
+
+def _copy_dist(dist: md.Distribution, dest: Path) -> None:
+    for f in dist.files or []:
+        parts = Path(str(f)).parts
+        if not parts or parts[0] == ".." or "__pycache__" in parts:
+            continue
+        if parts[0].endswith((".dist-info", ".egg-info")) or parts[0].endswith(".pth"):
+            continue
+        src = Path(dist.locate_file(f))
+        if not src.is_file():
+            continue
+        out = dest / Path(*parts)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, out)
+
+
+def _chmod_tree(root: Path) -> None:
+    os.chmod(root, 0o755)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            os.chmod(os.path.join(dirpath, d), 0o755)
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            mode = os.stat(p).st_mode
+            os.chmod(p, 0o755 if mode & 0o111 else 0o644)
+
+
+def make_runtime(dest: Path) -> Path:
+    """Copy engine/, profiles/ and the dependencies into ``dest``; returns the PYTHONPATH."""
+    dest.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(REPO / "engine", dest / "engine", ignore=ignore)
+    shutil.copytree(REPO / "profiles", dest / "profiles", ignore=ignore)
+    for dist in runtime_distributions():
+        _copy_dist(dist, dest)
+    _chmod_tree(dest)
+    return dest
+
+
+def system_python() -> str:
+    """An interpreter every uid can run: the distribution's python3 of the same minor
+    version as the one running the tests (compiled dependencies must match its ABI)."""
+    want = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for cand in (f"/usr/bin/{want}", "/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.access(cand, os.X_OK):
+            return cand
+    raise FileNotFoundError("no system python3 readable by other users")
