@@ -140,3 +140,16 @@ def test_env_prefix_entries_match_by_prefix() -> None:
     env = load_profile("default").env
     assert env.passes("LC_ALL") and env.passes("LC_MESSAGES") and env.passes("TERM")
     assert not env.passes("HOME") and not env.passes("LC") and not env.passes("SSH_AUTH_SOCK")
+
+
+def test_the_documented_example_loads(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    doc = (builtin_profile_dir().parent / "docs" / "profiles.md")
+    if not doc.is_file():  # an installed wheel has no docs
+        pytest.skip("docs/profiles.md is not beside the profiles")
+    text = doc.read_text()
+    example = text[text.index("```toml\n") + 8 :]
+    example = example[: example.index("```")]
+    path = tmp_path / "example.toml"
+    path.write_text(example)
+    p = load_profile(str(path))
+    assert "keyctl" in p.seccomp.allow and p.limits.timeout == 1800
