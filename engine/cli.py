@@ -90,7 +90,7 @@ def _overrides(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    from engine.profile import load_profile
+    from engine.profile_cache import load_profile_cached as load_profile
     from engine.rootfs import parse_bind
 
     argv = list(a.command)
@@ -123,7 +123,7 @@ async def _run(a: argparse.Namespace, argv: list[str], profile: Any, binds: Any,
     sb = Sandbox(argv, profile, workspace=a.workspace, binds=binds, env=env,
                  host_uid=a.host_uid, allow_unlimited=a.allow_unlimited,
                  observe=not a.no_observe, sample_interval=a.sample_interval,
-                 watch_files=bool(a.events))
+                 watch_files=bool(a.events), live=bool(a.events))
     events_file = open(a.events, "w") if a.events else None  # noqa: SIM115
     writer = None
     if events_file is not None:

@@ -17,9 +17,10 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine import events as ev
+if TYPE_CHECKING:
+    from engine import events as ev
 from engine._linux import libc
 from engine.errors import EngineError, LaunchError
 from engine.plan import LaunchPlan
@@ -117,6 +118,7 @@ class Sandbox:
         spawner: Any = None,
         name: str | None = None,
         capture_output: bool = False,
+        live: bool = True,
     ) -> None:
         if not argv:
             raise LaunchError("no command given", fix="put the command after --")
@@ -134,6 +136,7 @@ class Sandbox:
         self.watch_files = watch_files
         self.id = name or f"flue-{os.getpid()}-{next(_seq)}"
         self.capture_output = capture_output
+        self.live = live  # False: no periodic samples or process polling (the report only)
         self._out_fds: dict[int, tuple[str, Any]] = {}
         self._spawner = spawner
         self.result = Result()
@@ -164,12 +167,18 @@ class Sandbox:
         self.resources: Any = None
         self.files: Any = None
         self._started_sent = False
+        self._events_used = False
         self._early: list[ev.Event] = []
         self.main_host_pid: int | None = None
 
     # --- events -----------------------------------------------------------------------------
 
+    def _wants_events(self) -> bool:
+        return self.live or bool(self._subscribers) or self._events_used
+
     def emit(self, event: ev.Event) -> None:
+        from engine import events as ev
+
         if not self._started_sent:
             if not isinstance(event, ev.Started | ev.Exited):
                 self._early.append(event)  # e.g. the main process's own exec, seen first
@@ -191,6 +200,7 @@ class Sandbox:
 
     async def events(self) -> AsyncIterator[ev.Event]:
         """Every event in time order, ending after ``Exited``."""
+        self._events_used = True
         while True:
             item = await self._queue.get()
             if item is None:
@@ -386,6 +396,8 @@ class Sandbox:
             if not chunk:
                 text = dec.decode(b"", final=True)
                 if text:
+                    from engine import events as ev
+
                     self.emit(ev.Output(self.id, self.now(), stream=stream, data=text))
                 asyncio.get_running_loop().remove_reader(fd)
                 os.close(fd)
@@ -393,6 +405,8 @@ class Sandbox:
                 return
             text = dec.decode(chunk)
             if text:
+                from engine import events as ev
+
                 self.emit(ev.Output(self.id, self.now(), stream=stream, data=text))
             if not final and len(chunk) < 65536:
                 return
@@ -441,9 +455,12 @@ class Sandbox:
             self.result.isolation = self._isolation(plan)
             self.result.limits = self._limits_dict()
             self.result.degraded = list(self.degraded)
-            self.emit(ev.Started(self.id, self.now(), argv=self.argv, profile=self.profile.name,
-                                 pid=self.init_pid or 0, isolation=self.result.isolation,
-                                 limits=self.result.limits, degraded=tuple(self.degraded)))
+            if self._wants_events():
+                from engine import events as ev
+
+                self.emit(ev.Started(self.id, self.now(), argv=self.argv, profile=self.profile.name,
+                                     pid=self.init_pid or 0, isolation=self.result.isolation,
+                                     limits=self.result.limits, degraded=tuple(self.degraded)))
             self._start_sources()
         elif t == "exec_error":
             self._exec_error = (int(msg["errno"]), int(msg["stage"]))
@@ -491,6 +508,8 @@ class Sandbox:
             make_file_watcher(self, host_pid).snapshot()
 
     def _start_sources(self) -> None:
+        if not self.live:
+            return
         from engine.sources import start_sources
 
         self._sources = start_sources(self)
@@ -542,16 +561,22 @@ class Sandbox:
             os.close(self._listener)
             self._listener = None
         r = self.result
+        if self._wants_events():
+            self._emit_exited(r)
+        self._queue.put_nowait(None)
+        assert self._done is not None
+        if not self._done.done():
+            self._done.set_result(r)
+
+    def _emit_exited(self, r: Result) -> None:
+        from engine import events as ev
+
         self.emit(ev.Exited(self.id, self.now(), exit_code=r.exit_code, signal=r.signal,
                             oom_killed=r.oom_killed, timed_out=r.timed_out,
                             seccomp_killed=r.seccomp_killed, pids_limit_hit=r.pids_limit_hit,
                             memory_limit_hit=r.memory_limit_hit, wall_seconds=r.wall_seconds,
                             cpu_seconds=r.cpu_seconds, peak_memory=r.peak_memory,
                             reason=r.message))
-        self._queue.put_nowait(None)
-        assert self._done is not None
-        if not self._done.done():
-            self._done.set_result(r)
 
     def _remove_cgroup(self) -> None:
         if self._cgroup is not None:

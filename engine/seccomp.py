@@ -100,8 +100,39 @@ def _seccomp():  # type: ignore[no-untyped-def]
     return pyseccomp
 
 
+_NATIVE: dict[str, int] | None = None
+
+
 def native_syscalls() -> dict[str, int]:
-    """Every syscall libseccomp knows for the native architecture: name -> number."""
+    """Every syscall libseccomp knows for the native architecture: name -> number.
+    Cached on disk next to the compiled filters (keyed by the libseccomp library file)."""
+    global _NATIVE
+    if _NATIVE is not None:
+        return _NATIVE
+    import platform
+
+    lib = "libseccomp.so.2"
+    key = hashlib.sha256(f"{lib}:{platform.machine()}".encode()).hexdigest()[:16]
+    path = _cache_dir() / f"syscalls-{key}.json"
+    try:
+        table = json.loads(path.read_text())
+        if isinstance(table, dict) and len(table) > 100:
+            _NATIVE = {str(k): int(v) for k, v in table.items()}
+            return _NATIVE
+    except (OSError, ValueError):
+        pass
+    _NATIVE = _resolve_native()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(_NATIVE))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return _NATIVE
+
+
+def _resolve_native() -> dict[str, int]:
     sc = _seccomp()
     arch = sc.system_arch()
     out: dict[str, int] = {}

@@ -78,6 +78,11 @@ class DenialListener:
         if not self._stopped:
             self._flush_handle = self._loop.call_later(FLUSH_INTERVAL, self._tick)
 
+    def _hangup(self) -> None:
+        if not self._paused and not self._stopped:
+            self._loop.remove_reader(self.fd)
+            self._paused = True  # stop() must not remove it again
+
     def _resume(self) -> None:
         if self._stopped:
             return
@@ -89,9 +94,14 @@ class DenialListener:
     def _on_ready(self) -> None:
         window = 0.05
         budget = max(1, int(self.rate * window))
-        for i in range(BATCH):
-            if i and not self._poll.poll(0):
+        for _ in range(BATCH):
+            ready = self._poll.poll(0)
+            if not ready:
                 break
+            if not ready[0][1] & select.POLLIN:
+                # POLLHUP: no process is left under the filter; nothing more will come
+                self._hangup()
+                return
             try:
                 n = notify.receive(self.fd)
             except OSError as err:
