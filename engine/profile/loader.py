@@ -46,7 +46,7 @@ NETWORK_MODES = ("none", "loopback")
 # what flue's launcher runs between loading the filter and the program's first instruction
 LAUNCHER_SYSCALLS = ("read", "write", "close", "execve", "exit", "exit_group", "rt_sigreturn")
 # files flue writes into the sandbox's /etc itself; binding the host's would clash
-GENERATED_ETC = ("passwd", "group", "hosts", "hostname", "resolv.conf")
+GENERATED_ETC = ("passwd", "group", "hosts", "hostname", "resolv.conf", "nsswitch.conf")
 OVERRIDES = "<overrides>"
 _NONE = "none"
 
@@ -289,7 +289,7 @@ def _etc_entry(v: Any, w: _Where) -> str:
     name = "/".join(parts)
     if name in GENERATED_ETC:
         w.fail(f"flue writes /etc/{name} into the sandbox itself", fix="remove the entry")
-    return name
+    return f"/etc/{name}"
 
 
 def _syscall_entry(v: Any, w: _Where) -> str:

@@ -30,8 +30,8 @@ class FilesystemPolicy:
     # host system directories bound read-only (nosuid, nodev); symlinks such as a merged
     # /usr's /bin -> usr/bin are recreated as symlinks, not bound.
     system: tuple[str, ...] = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-    # host files or directories under /etc bound read-only when present, as names relative to
-    # /etc ("ssl", "ld.so.cache", "ld.so.conf.d"); never passwd/group/hosts/hostname/resolv.conf
+    # host files or directories under /etc bound read-only when present, as absolute paths
+    # ("/etc/ssl"; profiles may write just "ssl"); never the files flue generates itself
     etc: tuple[str, ...] = ()
     binds: tuple[Bind, ...] = ()
     # extra tmpfs mounts: path inside -> size in bytes

@@ -100,9 +100,10 @@ def test_default_limits_and_environment() -> None:
     assert p.limits.cpus is None and p.limits.timeout is None
     assert {"TERM", "LANG", "LC_*", "TZ", "COLORTERM", "NO_COLOR"} <= set(p.env.passthrough)
     assert dict(p.env.set)["PATH"] == "/usr/local/bin:/usr/bin:/bin"
-    for generated in ("passwd", "group", "hosts", "hostname", "resolv.conf"):
-        assert generated not in p.filesystem.etc
-    assert {"ld.so.cache", "ssl", "alternatives", "localtime"} <= set(p.filesystem.etc)
+    for generated in ("passwd", "group", "hosts", "hostname", "resolv.conf", "nsswitch.conf"):
+        assert f"/etc/{generated}" not in p.filesystem.etc
+    assert all(e.startswith("/etc/") for e in p.filesystem.etc)
+    assert {"/etc/ld.so.cache", "/etc/ssl", "/etc/alternatives"} <= set(p.filesystem.etc)
     assert p.network.mode == "none"
 
 

@@ -84,7 +84,7 @@ pass = ["LC_*", "!LANG"]
 """)
     p = load_profile(str(child))
     assert p.filesystem.system == ("/lib", "/opt")
-    assert p.filesystem.etc == ("ssl", "pki")
+    assert p.filesystem.etc == ("/etc/ssl", "/etc/pki")
     assert p.filesystem.binds == (
         Bind(src="/data", dst="/data", rw=True, optional=True),
         Bind(src="/srv", dst="/srv", rw=True),
@@ -332,6 +332,8 @@ def test_etc_entries(write) -> None:  # type: ignore[no-untyped-def]
     assert err.line == 3 and "not under /etc" in str(err)
     err = _error(write("b.toml", 'extends = "default"\n[filesystem]\netc = ["passwd"]\n'))
     assert "writes /etc/passwd" in str(err)
+    err = _error(write("b2.toml", 'extends = "default"\n[filesystem]\netc = ["/etc/nsswitch.conf"]\n'))
+    assert "writes /etc/nsswitch.conf" in str(err)
     err = _error(write("c.toml", 'extends = "default"\n[filesystem]\netc = ["../shadow"]\n'))
     assert err.line == 3
 
