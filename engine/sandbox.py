@@ -220,8 +220,9 @@ class Sandbox:
         from engine.errors import LimitUnavailable
 
         limits = self._limits()
-        support = cgroups.detect()
-        backend = cgroups.open_backend()
+        probe = cgroups.probe()
+        support = probe.support
+        backend = cgroups.backend_from(probe)
         try:
             self._cgroup = cgroups.create_optional(backend, self.id, limits, support=support)
         except LimitUnavailable as err:
