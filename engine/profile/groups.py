@@ -64,14 +64,13 @@ def _load(path: Path) -> _Tables:
             "cannot read the syscall groups file", file=file, detail=str(err),
             fix="reinstall flue; the groups file ships with it",
         ) from err
-    lines = locate_keys(text)
     native, resolve = _libseccomp_native()
     recent = frozenset(data.get("recent", ()))
     ungrouped = frozenset(data.get("ungrouped", ()))
     raw = {k: v for k, v in data.items() if k.startswith("@")}
 
     def where(*key: str | int) -> int | None:
-        return lines.get(tuple(key))
+        return locate_keys(text).get(tuple(key))  # only on an error: scanning costs time
 
     # names libseccomp cannot resolve anywhere (-1) are typos unless listed as recent
     unsupported: set[str] = set()

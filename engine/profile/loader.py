@@ -56,10 +56,10 @@ _NONE = "none"
 
 @dataclass(frozen=True, slots=True)
 class _Source:
-    """One layer's file: its display name and the line of each key path."""
+    """One layer's file: its display name and its text (scanned for lines only on an error)."""
 
     file: str
-    lines: Mapping[Path_, int] = field(default_factory=dict)
+    text: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +78,7 @@ class _Where:
         return ProfileError(
             title,
             file=self.source.file,
-            line=line_of(dict(self.source.lines), self.path),
+            line=line_of(locate_keys(self.source.text), self.path),
             key=self.key or None,
             detail=detail,
             fix=fix,
@@ -517,7 +517,7 @@ def _read(path: Path) -> tuple[dict[str, Any], _Source]:
             fix="fix the syntax at the line and column shown (strings need quotes, "
             "tables are [name], lists are [a, b])",
         ) from err
-    return data, _Source(file, locate_keys(text))
+    return data, _Source(file, text)
 
 
 def _is_path(ref: str) -> bool:

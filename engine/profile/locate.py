@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from functools import lru_cache
 
 Path_ = tuple[str | int, ...]
 
@@ -93,8 +94,12 @@ def _escaped(text: str, j: int) -> bool:
     return slashes % 2 == 1
 
 
+@lru_cache(maxsize=16)
 def locate_keys(text: str) -> dict[Path_, int]:
-    """Map every key path and array item path in ``text`` to the line it starts on."""
+    """Map every key path and array item path in ``text`` to the line it starts on.
+
+    The result is cached by text and shared: do not modify it.
+    """
     toks = _tokenize(text)
     out: dict[Path_, int] = {}
     aot: dict[Path_, int] = {}
