@@ -60,6 +60,22 @@ PTRACE = {0: "PTRACE_TRACEME", 1: "PTRACE_PEEKTEXT", 2: "PTRACE_PEEKDATA", 4: "P
           0x4206: "PTRACE_SEIZE", 0x4207: "PTRACE_INTERRUPT"}
 KEYCTL = {0: "KEYCTL_GET_KEYRING_ID", 1: "KEYCTL_JOIN_SESSION_KEYRING", 2: "KEYCTL_UPDATE",
           6: "KEYCTL_CLEAR", 8: "KEYCTL_LINK", 11: "KEYCTL_READ", 14: "KEYCTL_SET_REQKEY_KEYRING"}
+MOUNT_FLAGS = {
+    0x1: "MS_RDONLY", 0x2: "MS_NOSUID", 0x4: "MS_NODEV", 0x8: "MS_NOEXEC",
+    0x10: "MS_SYNCHRONOUS", 0x20: "MS_REMOUNT", 0x40: "MS_MANDLOCK", 0x80: "MS_DIRSYNC",
+    0x100: "MS_NOSYMFOLLOW", 0x400: "MS_NOATIME", 0x800: "MS_NODIRATIME", 0x1000: "MS_BIND",
+    0x2000: "MS_MOVE", 0x4000: "MS_REC", 0x8000: "MS_SILENT", 0x10000: "MS_POSIXACL",
+    0x20000: "MS_UNBINDABLE", 0x40000: "MS_PRIVATE", 0x80000: "MS_SLAVE",
+    0x100000: "MS_SHARED", 0x200000: "MS_RELATIME", 0x400000: "MS_KERNMOUNT",
+    0x800000: "MS_I_VERSION", 0x1000000: "MS_STRICTATIME", 0x2000000: "MS_LAZYTIME",
+}
+# the path-taking calls whose paths have names of their own (else path, or path0, path1 ...)
+PATH_NAMES: dict[str, tuple[str, ...]] = {
+    "mount": ("source", "target"), "pivot_root": ("new_root", "put_old"),
+    "rename": ("old", "new"), "renameat": ("old", "new"), "renameat2": ("old", "new"),
+    "link": ("old", "new"), "linkat": ("old", "new"), "symlink": ("target", "path"),
+    "symlinkat": ("target", "path"), "move_mount": ("from", "to"),
+}
 SOCK_TYPES = {1: "SOCK_STREAM", 2: "SOCK_DGRAM", 3: "SOCK_RAW", 4: "SOCK_RDM",
               5: "SOCK_SEQPACKET", 10: "SOCK_PACKET"}
 
@@ -113,7 +129,7 @@ def decode_args(name: str, args: tuple[int, ...]) -> dict[str, Any]:
             d["request_high_bits"] = hex(a[1] >> 32)
     elif name == "ptrace":
         d["request"] = PTRACE.get(a[0], str(a[0]))
-        d["pid"] = a[1]
+        d["pid"] = _sint(a[1])
     elif name == "keyctl":
         d["operation"] = KEYCTL.get(a[0], str(a[0]))
     elif name == "kill" or name == "tkill":
@@ -121,7 +137,7 @@ def decode_args(name: str, args: tuple[int, ...]) -> dict[str, Any]:
     elif name == "personality":
         d["persona"] = hex(a[0] & 0xFFFFFFFF)
     elif name == "mount":
-        d["flags"] = hex(a[3])
+        d["flags"] = flag_names(a[3] & 0xFFFFFFFF, MOUNT_FLAGS)
     elif name in ("connect", "bind"):
         d["fd"] = a[0]
     return d
@@ -231,10 +247,12 @@ class Decoder:
         paths = PATH_ARGS.get(name, ())
         if paths:
             read: dict[str, Any] = {}
-            for idx in paths:
+            names = PATH_NAMES.get(name) or (
+                ("path",) if len(paths) == 1 else tuple(f"path{i}" for i in paths))
+            for idx, key in zip(paths, names, strict=True):
                 s = self._read_str(n.pid, n.args[idx])
                 if s is not None:
-                    read["path" if len(paths) == 1 else f"path{idx}"] = s
+                    read[key] = s
             if name == "mount":
                 fst = self._read_str(n.pid, n.args[MOUNT_FSTYPE_ARG])
                 if fst:
