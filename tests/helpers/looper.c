@@ -1,0 +1,52 @@
+/* Runs inside a sandbox: call syscall NR (all arguments 0) COUNT times in a tight loop and
+ * print how many calls failed with the errno the first one got.
+ *
+ *     looper NR COUNT [wait]
+ *
+ * With "wait": print "ready", block until a line arrives on stdin, loop, print the result,
+ * block again until the next line (or EOF), then exit, so the caller can look at the
+ * supervisor before and after the flood. Output: "done FAILED errno ERRNO".
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static void wait_line(void) {
+    char c;
+    while (read(0, &c, 1) == 1 && c != '\n')
+        ;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) {
+        fprintf(stderr, "usage: looper NR COUNT [wait]\n");
+        return 2;
+    }
+    long nr = atol(argv[1]);
+    long count = atol(argv[2]);
+    int handshake = argc > 3 && strcmp(argv[3], "wait") == 0;
+    if (handshake) {
+        printf("ready\n");
+        fflush(stdout);
+        wait_line();
+    }
+    long failed = 0;
+    int first = 0;
+    for (long i = 0; i < count; i++) {
+        long r = syscall(nr, 0L, 0L, 0L, 0L, 0L, 0L);
+        if (r == -1) {
+            if (first == 0)
+                first = errno;
+            if (errno == first)
+                failed++;
+        }
+    }
+    printf("done %ld errno %d\n", failed, first);
+    fflush(stdout);
+    if (handshake)
+        wait_line();
+    return 0;
+}
