@@ -299,7 +299,7 @@ def _syscall_entry(v: Any, w: _Where) -> str:
         if s not in tables:
             hint = did_you_mean(s, tables)
             w.fail(f"unknown syscall group {s!r}",
-                   fix=(hint + " " if hint else "") + "`flue explain --groups` lists the groups")
+                   fix=hint or "groups: " + ", ".join(sorted(tables)))
     elif s not in _groups.known_syscalls():
         if s in _groups.unsupported_recent():
             w.fail(f"{s!r} is newer than the installed libseccomp, which cannot filter it",
