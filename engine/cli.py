@@ -79,8 +79,18 @@ def _overrides(a: argparse.Namespace) -> dict[str, Any]:
     limits: dict[str, Any] = {}
     for key in ("memory", "cpus", "pids", "timeout"):
         val = getattr(a, key)
-        if val is not None:
-            limits[key] = val
+        if val is None:
+            continue
+        # numbers from the command line are typed like the TOML would be; anything else goes
+        # to the loader as written, which explains what it expected
+        if key == "pids" and val.isdigit():
+            val = int(val)
+        elif key in ("cpus", "timeout"):
+            try:
+                val = float(val) if key == "cpus" or val.replace(".", "", 1).isdigit() else val
+            except ValueError:
+                pass
+        limits[key] = val
     out: dict[str, Any] = {}
     if limits:
         out["limits"] = limits
