@@ -5,7 +5,7 @@
  *
  * With "wait": print "ready", block until a line arrives on stdin, loop, print the result,
  * block again until the next line (or EOF), then exit, so the caller can look at the
- * supervisor before and after the flood. Output: "done FAILED errno ERRNO".
+ * supervisor before and after the flood. Output: "done FAILED errno ERRNO end".
  */
 #include <errno.h>
 #include <stdio.h>
@@ -44,7 +44,7 @@ int main(int argc, char **argv) {
                 failed++;
         }
     }
-    printf("done %ld errno %d\n", failed, first);
+    printf("done %ld errno %d end\n", failed, first);
     fflush(stdout);
     if (handshake)
         wait_line();
