@@ -109,6 +109,13 @@ def _keeper(plan: LaunchPlan, ctrl: int, stdio: tuple[int, int, int],
         os.setsid()
     except OSError as err:
         raise _Stage("fds", err) from err
+    # where we come from in each hierarchy, opened now (before joining and unsharing: on v2
+    # the write is checked against the opener's cgroup namespace and credentials), so that at
+    # the end we can step out of the sandbox's group and remove it
+    origin = _origin_procs(plan.cgroup_dirs)
+    # unsharing the user namespace costs us every capability on the host: when removing the
+    # groups needs one (root under a 0555 hierarchy root), a helper that keeps them does it
+    remover = _start_remover(plan.cgroup_dirs) if _needs_host_privilege(plan.cgroup_dirs) else -1
     # join the cgroup before unsharing: the cgroup namespace's root becomes this group
     try:
         for procs in plan.cgroup_procs:
@@ -138,6 +145,9 @@ def _keeper(plan: LaunchPlan, ctrl: int, stdio: tuple[int, int, int],
     pid = os.fork()
     if pid == 0:
         try:
+            for fd in (*origin, remover):
+                if fd >= 0:
+                    os.close(fd)
             init_main(plan, ctrl)
         finally:
             os._exit(125)
@@ -147,7 +157,106 @@ def _keeper(plan: LaunchPlan, ctrl: int, stdio: tuple[int, int, int],
             os.close(fd)
         except OSError:
             pass
-    _keeper_wait(plan, ctrl, pid)
+    _keeper_wait(plan, ctrl, pid, origin)
+
+
+def _origin_procs(dirs: tuple[str, ...]) -> list[int]:
+    """Open (write-only) this process's own ``cgroup.procs`` in the hierarchy of each sandbox
+    group in ``dirs``. Best effort: a hierarchy we cannot place is skipped."""
+    if not dirs:
+        return []
+    from engine._linux import cgroupfs
+
+    try:
+        mounts = [m for m in cgroupfs.parse_mountinfo(
+            cgroupfs.read_proc_file("/proc", "self", "mountinfo"))
+            if m.fstype in ("cgroup", "cgroup2")]
+        lines = cgroupfs.parse_proc_cgroup(cgroupfs.read_proc_file("/proc", "self", "cgroup"))
+    except OSError:
+        return []
+
+    fds: list[int] = []
+    for d in dirs:
+        best: tuple[int, str] | None = None
+        for m in mounts:
+            mp = m.mountpoint.rstrip("/")
+            if not d.startswith(mp + "/"):
+                continue
+            for ln in lines:
+                if m.fstype == "cgroup2":
+                    match = ln.hierarchy_id == 0 and not ln.controllers
+                else:
+                    match = bool(ln.controllers) and set(ln.controllers) <= set(m.super_options)
+                if not match:
+                    continue
+                home = cgroupfs.map_to_mount(m, ln.path)
+                if home is not None and (best is None or len(mp) > best[0]):
+                    best = (len(mp), home)
+        if best is None:
+            continue
+        try:
+            fds.append(os.open(os.path.join(best[1], "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC))
+        except OSError:
+            continue
+    return fds
+
+
+def _needs_host_privilege(dirs: tuple[str, ...]) -> bool:
+    """Whether removing ``dirs`` takes more than this uid's own permission bits on their
+    parents (root relies on CAP_DAC_OVERRIDE there, which it loses in the user namespace)."""
+    euid, egid = os.geteuid(), os.getegid()
+    for d in dirs:
+        try:
+            st = os.stat(os.path.dirname(d))
+        except OSError:
+            return True
+        if st.st_uid == euid:
+            bits = (st.st_mode >> 6) & 0o3
+        elif st.st_gid == egid:
+            bits = (st.st_mode >> 3) & 0o3
+        else:
+            bits = st.st_mode & 0o3
+        if bits != 0o3:  # write and search
+            return True
+    return False
+
+
+def _start_remover(dirs: tuple[str, ...]) -> int:
+    """Fork the helper that removes ``dirs`` once the keeper is gone (its pipe reaches EOF,
+    even when the keeper is killed). It is forked before the keeper joins the groups and
+    holds nothing of the sandbox. Returns the pipe's write end, which only the keeper keeps."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the helper
+        try:
+            for sig in FORWARDED_SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)
+            os.close(w)
+            if r > 0:
+                libc.close_range(0, r - 1)
+            libc.close_range(r + 1, 0xFFFFFFFF)
+            while True:
+                try:
+                    if not os.read(r, 64):
+                        break
+                except InterruptedError:
+                    continue
+            _cleanup_cgroups(dirs)
+        finally:
+            os._exit(0)
+    os.close(r)
+    return w
+
+
+def _leave_cgroups(origin: list[int]) -> None:
+    """Move this process back to where it came from, so its sandbox groups can be removed."""
+    me = str(os.getpid()).encode()
+    for fd in origin:
+        try:
+            os.write(fd, me)
+        except OSError:
+            pass
+        os.close(fd)
 
 
 def write_maps(pid: int, plan: LaunchPlan) -> None:
@@ -165,7 +274,7 @@ def _write_maps(who: str, plan: LaunchPlan) -> None:
         f.write(f"{plan.gid} {plan.host_gid} 1\n")
 
 
-def _keeper_wait(plan: LaunchPlan, ctrl: int, init_pid: int) -> NoReturn:
+def _keeper_wait(plan: LaunchPlan, ctrl: int, init_pid: int, origin: list[int]) -> NoReturn:
     import select
 
     rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -186,8 +295,9 @@ def _keeper_wait(plan: LaunchPlan, ctrl: int, init_pid: int) -> NoReturn:
                 _send(ctrl, {"t": "init_exit", "status": status})
                 if supervisor_gone:
                     break
+        watch = [rfd] if supervisor_gone else [ctrl, rfd]  # EOF stays readable: once is enough
         try:
-            ready, _, _ = select.select([ctrl, rfd], [], [], None if not init_done else 30)
+            ready, _, _ = select.select(watch, [], [], None if not init_done else 30)
         except InterruptedError:
             continue
         if not ready:
@@ -218,6 +328,7 @@ def _keeper_wait(plan: LaunchPlan, ctrl: int, init_pid: int) -> NoReturn:
                     pass
             elif msg == b"done" and init_done:
                 break
+    _leave_cgroups(origin)
     _cleanup_cgroups(plan.cgroup_dirs)
     os._exit(0)
 
@@ -245,7 +356,10 @@ def _kill_cgroup(d: str) -> None:
             pids = [int(x) for x in f.read().split()]
     except OSError:
         return
+    me = os.getpid()
     for pid in pids:
+        if pid == me:  # still a member (we could not step out): never kill ourselves
+            continue
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:
