@@ -419,6 +419,16 @@ def flue(request: pytest.FixtureRequest, session: Session) -> Iterator[Flue]:
 
 
 @pytest.fixture
+def flue_user(session: Session) -> Iterator[Flue]:
+    """The flue CLI as the unprivileged uid only (for what only concerns that case)."""
+    f = Flue("user", session)
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+@pytest.fixture
 def marker() -> str:
     """A string unique to this test, to find its processes in the host's /proc."""
     return f"flue-marker-{uuid.uuid4().hex[:12]}"
