@@ -1,0 +1,129 @@
+"""The sandbox's file system on real kernels: binds, the workspace, a read-only root and
+system directories mounted read-only, nosuid, nodev."""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+
+import pytest
+
+pytestmark = pytest.mark.sandbox
+
+# the host uid the sandbox's user writes host files as: the workspace owner (root mode maps
+# the sandbox to the owner of a non-root workspace) or the unprivileged caller
+WS_OWNER = 4242
+
+MOUNTS = textwrap.dedent("""
+    import json
+    out = {}
+    for line in open("/proc/self/mountinfo"):
+        f = line.split()
+        sep = f.index("-")
+        out[f[4]] = {"opts": f[5].split(","), "fstype": f[sep + 1]}
+    print(json.dumps(out))
+""")
+
+
+def _host_dir(flue, name: str, mode: int = 0o755):
+    return flue.tmpdir(name, mode=mode, owner=WS_OWNER)
+
+
+def test_bind_ro_is_read_only_inside(flue):
+    src = _host_dir(flue, "ro")
+    (src / "data").write_text("host data\n")
+    r = flue.run(["sh", "-c", "cat /mnt/ro/data; echo new > /mnt/ro/new; echo rc=$?; "
+                  "rm -f /mnt/ro/data; echo rm=$?"], "--bind", f"{src}:/mnt/ro:ro")
+    assert r.returncode == 0, r
+    assert r.stdout.splitlines()[0] == "host data"
+    assert "rc=0" not in r.stdout and "rm=1" in r.stdout, r
+    assert "Read-only file system" in r.stderr, r
+    assert not (src / "new").exists()
+    assert (src / "data").read_text() == "host data\n"
+
+
+def test_bind_without_mode_is_read_only(flue):
+    src = _host_dir(flue, "ro")
+    r = flue.run(["sh", "-c", "touch /mnt/x/f"], "--bind", f"{src}:/mnt/x")
+    assert r.returncode != 0, r
+    assert "Read-only file system" in r.stderr, r
+    assert not (src / "f").exists()
+
+
+def test_bind_rw_is_writable_and_seen_by_the_host(flue):
+    src = _host_dir(flue, "rw")
+    ws = _host_dir(flue, "ws")
+    r = flue.run(["sh", "-c", "echo from-inside > /mnt/rw/out && cat /mnt/rw/out"],
+                 "--bind", f"{src}:/mnt/rw:rw", "--workspace", str(ws))
+    assert r.returncode == 0, r
+    assert (src / "out").read_text() == "from-inside\n"
+    assert (src / "out").stat().st_uid == WS_OWNER
+
+
+def test_bind_source_through_a_symlink_is_refused(flue, marker):
+    real = _host_dir(flue, "real")
+    (real / "sub").mkdir()
+    link_parent = _host_dir(flue, "links")
+    (link_parent / "link").symlink_to(real)
+    for src in (link_parent / "link", link_parent / "link" / "sub"):
+        r = flue.run(["sh", "-c", f"echo LAUNCHED {marker}"], "--bind", f"{src}:/mnt/x")
+        assert r.returncode == 125, r
+        assert "LAUNCHED" not in r.stdout, r
+        assert len(r.flue_lines) == 1, r
+        line = r.flue_lines[0]
+        assert str(src) in line and "symlink" in line, r
+
+
+def test_workspace_is_the_writable_cwd(flue):
+    ws = _host_dir(flue, "ws")
+    (ws / "input.txt").write_text("hello\n")
+    r = flue.run(["sh", "-c", "pwd; cat input.txt; echo out > output.txt; mkdir -p a/b; "
+                  "touch a/b/c; echo $PWD"], "--workspace", str(ws))
+    assert r.returncode == 0, r
+    assert r.stdout.splitlines() == ["/work", "hello", "/work"], r
+    assert (ws / "output.txt").read_text() == "out\n"
+    assert (ws / "a" / "b" / "c").is_file()
+    assert (ws / "output.txt").stat().st_uid == WS_OWNER
+
+
+def test_root_is_read_only(flue):
+    r = flue.run(["sh", "-c", "touch /newfile; echo rc=$?; mkdir /newdir; echo rc=$?"])
+    assert r.returncode == 0, r
+    assert r.stdout.split() == ["rc=1", "rc=1"], r
+    assert "Read-only file system" in r.stderr, r
+
+
+def test_system_dirs_are_read_only_nosuid_nodev(flue):
+    r = flue.run(["python3", "-c", MOUNTS])
+    assert r.returncode == 0, r
+    mounts = json.loads(r.stdout)
+    assert set(mounts["/"]["opts"]) >= {"ro", "nosuid", "nodev"}, mounts["/"]
+    checked = 0
+    for d in ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc/ssl", "/etc/ld.so.cache"):
+        if d not in mounts:
+            continue  # a symlink into /usr on merged-/usr hosts, or absent on this host
+        checked += 1
+        assert set(mounts[d]["opts"]) >= {"ro", "nosuid", "nodev"}, (d, mounts[d])
+    assert "/usr" in mounts and checked >= 2, sorted(mounts)
+    for d in ("/tmp", "/work", "/home/agent", "/dev/shm"):
+        assert mounts[d]["fstype"] == "tmpfs", (d, mounts[d])
+        assert {"nosuid", "nodev"} <= set(mounts[d]["opts"]) and "ro" not in mounts[d]["opts"]
+
+
+def test_system_dirs_refuse_writes(flue):
+    r = flue.run(["sh", "-c", "for d in /usr /usr/bin /etc /lib; do touch $d/x 2>/dev/null "
+                  "&& echo wrote $d; done; echo done"])
+    assert r.returncode == 0, r
+    assert r.stdout.strip() == "done", r
+
+
+def test_dev_is_minimal(flue):
+    r = flue.run(["sh", "-c", "ls /dev | sort | tr '\\n' ' '; echo; "
+                  "head -c 4 /dev/zero | wc -c; echo x > /dev/null && echo null-ok"])
+    assert r.returncode == 0, r
+    names = set(r.stdout.splitlines()[0].split())
+    assert {"null", "zero", "urandom", "random", "shm", "pts"} <= names, names
+    for absent in ("sda", "vda", "mem", "kmsg", "kvm", "loop0"):
+        assert absent not in names, names
+    assert r.stdout.splitlines()[1:] == ["4", "null-ok"], r
