@@ -1,0 +1,957 @@
+#!/usr/bin/env python3
+"""``make bench``: flue measured side by side with bubblewrap, in one run, as ratios.
+
+The machine this runs on is usually shared and noisy, so absolute numbers mean little on
+their own: every section measures flue and its reference in the same invocation and reports
+medians (p50), p95 and the ratio between them.
+
+Sections (``--only NAME``, repeatable or comma-separated):
+
+  cold-start  ``flue run -- /bin/true`` (default profile: every namespace, tmpfs root,
+              seccomp with user notification, cgroup) vs ``bwrap --unshare-all`` running
+              ``/bin/true``, with hyperfine (-N, warmup, >= 30 runs); p50/p95 and the ratio,
+              and whether the cold-start target (p50 <= 50 ms) is met.
+  memory      MemAvailable drop per idle sandbox with N concurrent ``sleep`` sandboxes
+              (default 200), flue vs bubblewrap.
+  denials     cost per denied syscall: a small C program makes K denied ``keyctl`` calls
+              under flue (seccomp user notification, answered by the supervisor) and under
+              ``flue run --no-observe`` (a plain errno filter); an allowed ``getppid`` for
+              reference.
+  supervisor  the ``flue run`` process's own CPU time (children excluded) per 100k denials
+              while one sandbox floods denials, and its peak RSS.
+
+Results: a table on stdout and ``bench-results/latest.json``. Nothing is installed here:
+missing tools are named with the command that installs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO / "bench-results"
+SECTIONS = ("cold-start", "memory", "denials", "supervisor")
+COLD_START_TARGET_MS = 50.0
+NSJAIL_US_PER_TRACED_CALL = (88.0, 147.0)  # google/nsjail pull request #308, "Cost" table
+BENCH_MOUNT = "/opt/flue-bench"  # where the flood program is bound inside the sandbox
+MERGED_USR = ("/bin", "/lib", "/lib64", "/sbin")
+INSTALL_HINT = {
+    "bwrap": "apt-get install bubblewrap hyperfine",
+    "hyperfine": "apt-get install bubblewrap hyperfine",
+    "gcc": "apt-get install gcc",
+}
+NEEDS = {
+    "cold-start": ("bwrap", "hyperfine"),
+    "memory": ("bwrap",),
+    "denials": ("gcc",),
+    "supervisor": ("gcc",),
+}
+
+
+# ------------------------------------------------------------------------------- statistics
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100), linear interpolation between closest ranks (numpy's
+    default), so p50 is the median."""
+    if not values:
+        raise ValueError("percentile of no values")
+    xs = sorted(values)
+    if len(xs) == 1:
+        return float(xs[0])
+    pos = (len(xs) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return float(xs[lo] + (xs[hi] - xs[lo]) * (pos - lo))
+
+
+def summarize(values: Sequence[float]) -> dict[str, float]:
+    return {
+        "n": len(values),
+        "p50": percentile(values, 50),
+        "p95": percentile(values, 95),
+        "mean": statistics.fmean(values),
+        "min": float(min(values)),
+        "max": float(max(values)),
+    }
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    """a / b, or None when either is missing or b is zero."""
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def fmt_ratio(r: float | None) -> str:
+    return "n/a" if r is None else f"{r:.1f}x" if r >= 10 else f"{r:.2f}x"
+
+
+# ------------------------------------------------------------------------------- commands
+
+
+def flue_cmd() -> list[str]:
+    """The installed ``flue`` next to this interpreter (what ``make bench`` uses), else
+    ``python -m engine`` from the checkout (the same CLI)."""
+    script = Path(sys.executable).parent / "flue"
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [sys.executable, "-m", "engine"]
+
+
+def bench_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment flue runs with: PYTHONDONTWRITEBYTECODE removed, so the byte-compiled
+    package is used instead of recompiling every module on every start."""
+    env = dict(os.environ if base is None else base)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def bwrap_argv(cmd: Sequence[str], *, bwrap: str = "bwrap", extra: Sequence[str] = (),
+               lexists: Callable[[str], bool] = os.path.lexists,
+               islink: Callable[[str], bool] = os.path.islink,
+               readlink: Callable[[str], str] = os.readlink) -> list[str]:
+    """bubblewrap with every namespace, /usr read-only, the merged-/usr symlinks recreated
+    (or bound when they are real directories), /proc, /dev and a /tmp tmpfs."""
+    argv = [bwrap, "--unshare-all", "--ro-bind", "/usr", "/usr"]
+    for path in MERGED_USR:
+        if not lexists(path):
+            continue
+        if islink(path):
+            argv += ["--symlink", readlink(path), path]
+        else:
+            argv += ["--ro-bind", path, path]
+    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", *extra, *cmd]
+    return argv
+
+
+def tool_version(argv: Sequence[str]) -> str:
+    try:
+        out = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) \
+        else "unknown"
+
+
+def missing_tools(sections: Sequence[str], which: Callable[[str], str | None] | None = None
+                  ) -> dict[str, str]:
+    """tool -> the command that installs it, for the tools the chosen sections need."""
+    which = which or shutil.which
+    out: dict[str, str] = {}
+    for sec in sections:
+        for tool in NEEDS[sec]:
+            if which(tool) is None:
+                out[tool] = INSTALL_HINT[tool]
+    return out
+
+
+def machine() -> dict[str, Any]:
+    mem = meminfo()
+    flags = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                flags = line
+                break
+    return {
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        "mem_total_kib": mem.get("MemTotal"),
+        "virtualized": " hypervisor" in flags,
+        "python": platform.python_version(),
+        "bwrap": tool_version(["bwrap", "--version"]) if shutil.which("bwrap") else None,
+        "hyperfine": tool_version(["hyperfine", "--version"]) if shutil.which("hyperfine")
+        else None,
+        "euid": os.geteuid(),
+    }
+
+
+def meminfo() -> dict[str, int]:
+    """/proc/meminfo in KiB."""
+    out: dict[str, int] = {}
+    with open("/proc/meminfo") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            parts = rest.split()
+            if parts:
+                out[key] = int(parts[0])
+    return out
+
+
+def say(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+class BenchError(Exception):
+    """A section could not be measured; the message says why."""
+
+
+def preflight(label: str, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
+    """Run ``argv`` once; a failure here is reported as such, not as a timing."""
+    try:
+        p = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60, env=env,
+                           cwd=REPO, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as err:
+        raise BenchError(f"{label} did not finish within 60 s: {shlex.join(argv)}") from err
+    if p.returncode != 0:
+        raise BenchError(f"{label} failed (exit {p.returncode}): {shlex.join(argv)}\n"
+                         f"{p.stderr.strip()}")
+
+
+# ------------------------------------------------------------------------------- cold start
+
+
+def parse_hyperfine(data: dict[str, Any], labels: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """hyperfine's --export-json, one result per command in order, as label -> stats in ms
+    (p50/p95 from the individual run times)."""
+    results = data.get("results") or []
+    if len(results) != len(labels):
+        raise BenchError(f"hyperfine reported {len(results)} results for {len(labels)} commands")
+    out: dict[str, dict[str, Any]] = {}
+    for label, res in zip(labels, results, strict=True):
+        times = [t * 1000.0 for t in res.get("times") or []]
+        if not times:
+            raise BenchError(f"hyperfine reported no run times for {label}")
+        stats = summarize(times)
+        stats["user_ms"] = res.get("user", 0.0) * 1000.0
+        stats["system_ms"] = res.get("system", 0.0) * 1000.0
+        codes = [c for c in res.get("exit_codes") or [] if c not in (0, None)]
+        stats["failed_runs"] = len(codes)
+        stats["command"] = res.get("command", "")
+        out[label] = stats
+    return out
+
+
+def cold_start_summary(stats: dict[str, dict[str, Any]],
+                       target_ms: float = COLD_START_TARGET_MS) -> dict[str, Any]:
+    flue, bw = stats["flue"], stats["bwrap"]
+    out: dict[str, Any] = {
+        "stats_ms": stats,
+        "ratio_p50": ratio(flue["p50"], bw["p50"]),
+        "ratio_p95": ratio(flue["p95"], bw["p95"]),
+        "target_p50_ms": target_ms,
+        "target_met": flue["p50"] <= target_ms,
+    }
+    if "python" in stats:
+        out["flue_minus_python_p50_ms"] = flue["p50"] - stats["python"]["p50"]
+    return out
+
+
+def run_cold_start(cfg: Config) -> dict[str, Any]:
+    env = bench_env()
+    say("cold start: byte-compiling the package first (python -m compileall -q engine) and "
+        "running flue without PYTHONDONTWRITEBYTECODE"
+        + (" (it is set in this environment and would make every start recompile)"
+           if "PYTHONDONTWRITEBYTECODE" in os.environ else ""))
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "engine"], cwd=REPO, env=env,
+                   check=True)
+    flue = [*flue_cmd(), "run", "--", "/bin/true"]
+    bw = bwrap_argv(["/bin/true"])
+    python = [sys.executable, "-c", "pass"]
+    preflight("flue run -- /bin/true", flue, env)
+    preflight("bwrap ... /bin/true", bw, env)
+    labels = ("flue", "bwrap", "python")
+    raw = RESULTS_DIR / "cold-start-hyperfine.json"
+    argv = ["hyperfine", "-N", "--style", "basic", "--warmup", str(cfg.warmup),
+            "--runs", str(cfg.runs), "--export-json", str(raw),
+            *(shlex.join(c) for c in (flue, bw, python))]
+    say(f"cold start: hyperfine -N, {cfg.warmup} warmup + {cfg.runs} runs of each: flue, "
+        f"bwrap, and `python -c pass` (the interpreter's own floor)")
+    p = subprocess.run(argv, check=False, cwd=REPO, env=env, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise BenchError(f"hyperfine failed (exit {p.returncode}):\n{p.stderr.strip()}")
+    stats = parse_hyperfine(json.loads(raw.read_text()), labels)
+    out = cold_start_summary(stats)
+    out["runs"], out["warmup"] = cfg.runs, cfg.warmup
+    out["pythondontwritebytecode_removed"] = True
+    out["commands"] = {"flue": "flue run -- /bin/true",
+                       "bwrap": shlex.join(bwrap_argv(["/bin/true"])),
+                       "python": "python -c pass"}
+    return out
+
+
+def print_cold_start(r: dict[str, Any]) -> None:
+    s = r["stats_ms"]
+    say()
+    say("== cold start (ms, lower is better) ==")
+    say(f"{'':28}{'p50':>9}{'p95':>9}{'mean':>9}{'min':>9}{'runs':>6}")
+    names = {"flue": "flue run -- /bin/true", "bwrap": "bwrap --unshare-all /bin/true",
+             "python": "python -c pass (floor)"}
+    for key in ("flue", "bwrap", "python"):
+        if key in s:
+            v = s[key]
+            say(f"{names[key]:28}{v['p50']:9.1f}{v['p95']:9.1f}{v['mean']:9.1f}{v['min']:9.1f}"
+                f"{v['n']:6d}")
+    say(f"ratio flue/bwrap: p50 {fmt_ratio(r['ratio_p50'])}, p95 {fmt_ratio(r['ratio_p95'])}")
+    if "flue_minus_python_p50_ms" in r:
+        say(f"flue p50 above a bare Python start: {r['flue_minus_python_p50_ms']:.1f} ms")
+    verdict = "MET" if r["target_met"] else "NOT MET"
+    say(f"target p50 <= {r['target_p50_ms']:g} ms: {verdict} "
+        f"(flue p50 = {s['flue']['p50']:.1f} ms)")
+
+
+# ------------------------------------------------------------------------------- processes
+
+
+@dataclass
+class Launched:
+    popen: subprocess.Popen[bytes]
+    kind: str
+
+
+class Fleet:
+    """Processes this benchmark started, each in its own session (so its process group can
+    be signalled as a whole); ``close`` ends every one of them, also on Ctrl-C."""
+
+    def __init__(self, marker: bytes | None = None) -> None:
+        self.members: list[Launched] = []
+        self.marker = marker  # exact /proc/PID/cmdline of our sandboxed sleeps
+
+    def start(self, argv: Sequence[str], kind: str, *, stderr: Any = subprocess.DEVNULL,
+              stdout: Any = subprocess.DEVNULL, env: dict[str, str] | None = None
+              ) -> subprocess.Popen[bytes]:
+        p = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                             start_new_session=True, env=env, cwd=REPO)
+        self.members.append(Launched(p, kind))
+        return p
+
+    def alive(self) -> int:
+        return sum(1 for m in self.members if m.popen.poll() is None)
+
+    def close(self, grace: float = 15.0) -> None:
+        for m in self.members:
+            if m.popen.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(m.popen.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and self.alive():
+            time.sleep(0.05)
+        for m in self.members:
+            if m.popen.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(m.popen.pid, signal.SIGKILL)
+        for m in self.members:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                m.popen.wait(timeout=5)
+        # a sandboxed sleep in its own session outlived its launcher: ours by its marker
+        if self.marker is not None:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                left = find_by_cmdline(self.marker)
+                if not left:
+                    break
+                for pid in left:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signal.SIGKILL)
+                time.sleep(0.1)
+        self.members.clear()
+
+
+def find_by_cmdline(exact: bytes) -> list[int]:
+    """PIDs whose /proc/PID/cmdline is exactly ``exact``."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                if f.read(len(exact) + 1) == exact:
+                    out.append(int(name))
+        except OSError:
+            continue
+    return out
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise KeyboardInterrupt, so ``finally`` blocks clean up."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def read_kib(path: str, key: str) -> int | None:
+    """A ``Key:   123 kB`` line of a /proc file (status, smaps_rollup), in KiB."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+# ------------------------------------------------------------------------------- memory
+
+
+def mem_available_kib(samples: int = 3, gap: float = 0.3) -> int:
+    vals = []
+    for i in range(samples):
+        if i:
+            time.sleep(gap)
+        vals.append(meminfo()["MemAvailable"])
+    return int(statistics.median(vals))
+
+
+def memory_per_sandbox(before_kib: int, after_kib: int, n: int) -> float:
+    """KiB of MemAvailable each sandbox took."""
+    if n <= 0:
+        raise ValueError("no sandboxes")
+    return (before_kib - after_kib) / n
+
+
+def tree_pss_kib(pid: int) -> int | None:
+    """Proportional set size of a process and all its descendants (the supervisor or
+    bwrap, and every process of its sandbox), in KiB."""
+    import psutil
+
+    try:
+        procs = [psutil.Process(pid)]
+        procs += procs[0].children(recursive=True)
+    except psutil.Error:
+        return None
+    total = 0
+    for pr in procs:
+        v = read_kib(f"/proc/{pr.pid}/smaps_rollup", "Pss")
+        if v is not None:
+            total += v
+    return total
+
+
+def measure_fleet(kind: str, argv: Sequence[str], n: int, marker: bytes, cfg: Config,
+                  env: dict[str, str], log: Any) -> dict[str, Any]:
+    fleet = Fleet(marker)
+    try:
+        time.sleep(cfg.settle)
+        before = mem_available_kib()
+        t0 = time.monotonic()
+        deadline = t0 + 60 + n * 1.0
+        up = 0
+        while len(fleet.members) < n or up < n:
+            up = len(find_by_cmdline(marker))
+            if len(fleet.members) < n and len(fleet.members) - up < cfg.inflight:
+                fleet.start(argv, kind, stderr=log, env=env)
+                continue
+            if time.monotonic() > deadline:
+                raise BenchError(f"{kind}: only {up} of {n} sandboxes came up within "
+                                 f"{deadline - t0:.0f} s (log: bench-results/memory.log)")
+            dead = len(fleet.members) - fleet.alive()
+            if dead:
+                raise BenchError(f"{kind}: {dead} sandbox(es) exited early "
+                                 "(log: bench-results/memory.log)")
+            time.sleep(0.02)
+        startup = time.monotonic() - t0
+        time.sleep(cfg.settle)
+        after = mem_available_kib()
+        if len(find_by_cmdline(marker)) != n or fleet.alive() != n:
+            raise BenchError(f"{kind}: sandboxes exited while being measured")
+        pss = [v for v in (tree_pss_kib(m.popen.pid) for m in fleet.members) if v is not None]
+        sup_rss = [v for v in (read_kib(f"/proc/{m.popen.pid}/status", "VmRSS")
+                               for m in fleet.members) if v is not None]
+    finally:
+        fleet.close()
+    time.sleep(cfg.settle)
+    recovered = mem_available_kib()
+    return {
+        "n": n,
+        "mem_available_before_kib": before,
+        "mem_available_loaded_kib": after,
+        "mem_available_after_teardown_kib": recovered,
+        "per_sandbox_kib": memory_per_sandbox(before, after, n),
+        # how far MemAvailable moved for reasons of its own (other work on the machine):
+        # the per-sandbox figure is only meaningful well above this
+        "noise_per_sandbox_kib": abs(before - recovered) / n,
+        "tree_pss_kib": summarize(pss) if pss else None,
+        "launcher_rss_kib": summarize(sup_rss) if sup_rss else None,
+        "startup_seconds": startup,
+    }
+
+
+def run_memory(cfg: Config) -> dict[str, Any]:
+    env = bench_env()
+    n = cfg.sandboxes
+    # the sleep's duration is its own deadline (and the marker we count sandboxes by)
+    marker_arg = f"{cfg.sleep_timeout}.{os.getpid() % 1000000:06d}"
+    marker = b"/bin/sleep\0" + marker_arg.encode() + b"\0"
+    sleep = ["/bin/sleep", marker_arg]
+    flue = [*flue_cmd(), "run", "--timeout", str(cfg.sleep_timeout), "--", *sleep]
+    bw = bwrap_argv(sleep, extra=["--die-with-parent"])
+    preflight("flue run -- /bin/true", [*flue_cmd(), "run", "--", "/bin/true"], env)
+    preflight("bwrap ... /bin/true", bwrap_argv(["/bin/true"]), env)
+    say(f"memory: {n} idle sandboxes at a time, at most {cfg.inflight} starting at once; "
+        "bubblewrap first, then flue (default profile, --timeout "
+        f"{cfg.sleep_timeout})")
+    out: dict[str, Any] = {"sandboxes": n}
+    with open(RESULTS_DIR / "memory.log", "ab") as log:
+        for kind, argv in (("bwrap", bw), ("flue", flue)):
+            say(f"memory: starting {n} {kind} sandboxes ...")
+            out[kind] = measure_fleet(kind, argv, n, marker, cfg, env, log)
+            say(f"memory: {kind}: {out[kind]['per_sandbox_kib']:.0f} KiB per sandbox "
+                f"(all up in {out[kind]['startup_seconds']:.1f} s); torn down")
+    out["ratio"] = ratio(out["flue"]["per_sandbox_kib"], out["bwrap"]["per_sandbox_kib"])
+    pf, pb = out["flue"]["tree_pss_kib"], out["bwrap"]["tree_pss_kib"]
+    out["ratio_tree_pss_p50"] = ratio(pf and pf["p50"], pb and pb["p50"])
+    return out
+
+
+def print_memory(r: dict[str, Any]) -> None:
+    say()
+    say(f"== memory per idle sandbox ({r['sandboxes']} concurrent `sleep`, KiB, lower is "
+        "better) ==")
+    say(f"{'':12}{'MemAvailable drop':>19}{'tree PSS p50':>14}{'launcher RSS p50':>18}"
+        "   (MemAvailable drift over the round, per sandbox)")
+    for key in ("flue", "bwrap"):
+        v = r[key]
+        pss = v["tree_pss_kib"]["p50"] if v["tree_pss_kib"] else float("nan")
+        rss = v["launcher_rss_kib"]["p50"] if v["launcher_rss_kib"] else float("nan")
+        say(f"{key:12}{v['per_sandbox_kib']:19.0f}{pss:14.0f}{rss:18.0f}"
+            f"   (noise +-{v['noise_per_sandbox_kib']:.0f})")
+    say(f"ratio flue/bwrap: MemAvailable {fmt_ratio(r['ratio'])}, "
+        f"tree PSS {fmt_ratio(r['ratio_tree_pss_p50'])}")
+
+
+# ------------------------------------------------------------------------------- denials
+
+FLOOD_C = r"""
+/* flue benchmark: K denied (keyctl) or allowed (getppid) syscalls, timed. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+
+int main(int argc, char **argv) {
+    int deny = argc > 1 && strcmp(argv[1], "deny") == 0;
+    long k = argc > 2 ? atol(argv[2]) : 100000;
+    long expected = 0, unexpected = 0;
+    int first = 0;
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (long i = 0; i < k; i++) {
+        long r = deny ? syscall(SYS_keyctl, 0L /* KEYCTL_GET_KEYRING_ID */, -1L, 0L, 0L, 0L)
+                      : syscall(SYS_getppid);
+        int good = deny ? (r == -1 && errno == EPERM) : r >= 0;
+        if (good) expected++;
+        else if (unexpected++ == 0) first = r == -1 ? errno : 0;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    double ns = (double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec);
+    printf("{\"mode\": \"%s\", \"calls\": %ld, \"ns\": %.0f, \"expected\": %ld, "
+           "\"unexpected\": %ld, \"first_unexpected_errno\": %d}\n",
+           deny ? "deny" : "allow", k, ns, expected, unexpected, first);
+    return unexpected ? 3 : 0;
+}
+"""
+
+
+@contextlib.contextmanager
+def flood_program() -> Iterator[Path]:
+    """The flood program, compiled with gcc into a temporary directory the sandbox's user
+    can read (it is bound read-only at BENCH_MOUNT)."""
+    tmp = Path(tempfile.mkdtemp(prefix="flue-bench-"))
+    try:
+        tmp.chmod(0o755)
+        src = tmp / "flood.c"
+        src.write_text(FLOOD_C)
+        p = subprocess.run(["gcc", "-O2", "-o", str(tmp / "flood"), str(src)],
+                           check=False, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise BenchError(f"gcc could not compile the flood program:\n{p.stderr.strip()}")
+        (tmp / "flood").chmod(0o755)
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def parse_flood(stdout: str) -> dict[str, Any]:
+    """The flood program's one JSON line (the last line that parses)."""
+    for line in reversed(stdout.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                data: dict[str, Any] = json.loads(line)
+                return data
+    raise BenchError(f"the flood program printed no result: {stdout[-300:]!r}")
+
+
+def us_per_call(res: dict[str, Any]) -> float:
+    return float(res["ns"]) / float(res["calls"]) / 1000.0
+
+
+@dataclass(frozen=True)
+class FloodMode:
+    name: str  # key in the results
+    label: str  # table row
+    sandbox: str  # "flue", "flue-no-observe" or "host"
+    syscall: str  # "deny" or "allow"
+
+
+FLOOD_MODES = (
+    FloodMode("notify_deny", "flue, denied keyctl (user notification)", "flue", "deny"),
+    FloodMode("errno_deny", "flue --no-observe, denied keyctl (errno)", "flue-no-observe",
+              "deny"),
+    FloodMode("notify_allow", "flue, allowed getppid", "flue", "allow"),
+    FloodMode("errno_allow", "flue --no-observe, allowed getppid", "flue-no-observe", "allow"),
+    FloodMode("host_allow", "no sandbox, getppid", "host", "allow"),
+)
+
+
+def flood_argv(mode: FloodMode, bindir: Path, calls: int, report: Path | None) -> list[str]:
+    prog = [f"{BENCH_MOUNT}/flood", mode.syscall, str(calls)]
+    if mode.sandbox == "host":
+        return [str(bindir / "flood"), mode.syscall, str(calls)]
+    argv = [*flue_cmd(), "run", "--timeout", "300", "--bind", f"{bindir}:{BENCH_MOUNT}:ro"]
+    if mode.sandbox == "flue-no-observe":
+        argv.append("--no-observe")
+    if report is not None:
+        argv += ["--report", str(report)]
+    return [*argv, "--", *prog]
+
+
+def report_denials(report: Path) -> int | None:
+    """How many keyctl denials flue's report counted."""
+    try:
+        data = json.loads(report.read_text())
+    except (OSError, ValueError):
+        return None
+    return int((data.get("denials") or {}).get("keyctl", {}).get("count", 0))
+
+
+def run_flood_once(mode: FloodMode, bindir: Path, calls: int, env: dict[str, str],
+                   watch: bool = False) -> dict[str, Any]:
+    """One run of the flood program; with ``watch``, the ``flue run`` process's own CPU
+    time (children excluded) and peak RSS as well."""
+    report = bindir.parent / f"{bindir.name}-report.json" if mode.sandbox != "host" else None
+    argv = flood_argv(mode, bindir, calls, report)
+    fleet = Fleet()
+    try:
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            p = fleet.start(argv, mode.name, stdout=out, stderr=err, env=env)
+            sup = None
+            if watch:
+                sup = watch_supervisor(p)
+            else:
+                wait_child(p)
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read().decode(), err.read().decode()
+        if p.returncode != 0:
+            raise BenchError(f"{mode.label}: exit {p.returncode}: {stderr.strip()[-500:]}")
+        res = parse_flood(stdout)
+        if res.get("unexpected"):
+            raise BenchError(f"{mode.label}: {res['unexpected']} of {res['calls']} calls did not "
+                             f"return what they should (first errno "
+                             f"{res['first_unexpected_errno']})")
+        res["us_per_call"] = us_per_call(res)
+        if report is not None and mode.syscall == "deny" and mode.sandbox == "flue":
+            res["counted_by_flue"] = report_denials(report)
+        if sup is not None:
+            res["supervisor"] = sup
+        return res
+    finally:
+        fleet.close(grace=2)
+        if report is not None:
+            with contextlib.suppress(OSError):
+                report.unlink()
+
+
+def wait_child(p: subprocess.Popen[bytes], timeout: float = 600) -> None:
+    try:
+        p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired as err:
+        raise BenchError(f"pid {p.pid} did not finish in {timeout:.0f} s") from err
+
+
+def watch_supervisor(p: subprocess.Popen[bytes], interval: float = 0.01,
+                     timeout: float = 600) -> dict[str, Any]:
+    """Poll a child until it exits; read its own CPU time from the zombie (waitid WNOWAIT
+    keeps it), so nothing is lost at the end, then reap it. Peak RSS: VmHWM, last read while
+    it was alive."""
+    import psutil
+
+    pid = p.pid
+    proc = psutil.Process(pid)
+    hwm = 0
+    t0 = time.monotonic()
+    while True:
+        res = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        if res is not None:
+            break
+        v = read_kib(f"/proc/{pid}/status", "VmHWM")
+        if v:
+            hwm = max(hwm, v)
+        if time.monotonic() - t0 > timeout:
+            raise BenchError(f"pid {pid} did not finish in {timeout:.0f} s")
+        time.sleep(interval)
+    wall = time.monotonic() - t0
+    ct = proc.cpu_times()  # the zombie's own user+system (children are separate fields)
+    p.wait()
+    return {"cpu_seconds": ct.user + ct.system, "user_seconds": ct.user,
+            "system_seconds": ct.system, "peak_rss_kib": hwm, "wall_seconds": wall}
+
+
+def run_denials(cfg: Config) -> dict[str, Any]:
+    env = bench_env()
+    k, runs = cfg.calls, cfg.flood_runs
+    say(f"denials: {k} calls per run, {runs} runs of each mode, interleaved")
+    per: dict[str, list[dict[str, Any]]] = {m.name: [] for m in FLOOD_MODES}
+    with flood_program() as bindir:
+        for _ in range(runs):
+            for mode in FLOOD_MODES:
+                per[mode.name].append(run_flood_once(mode, bindir, k, env))
+    out: dict[str, Any] = {"calls": k, "runs": runs, "modes": {}}
+    for mode in FLOOD_MODES:
+        vals = [r["us_per_call"] for r in per[mode.name]]
+        entry: dict[str, Any] = {"label": mode.label, "us_per_call": summarize(vals)}
+        counted = [r.get("counted_by_flue") for r in per[mode.name] if "counted_by_flue" in r]
+        if counted:
+            entry["counted_by_flue"] = counted
+        out["modes"][mode.name] = entry
+    m = out["modes"]
+    out["ratio_notify_vs_errno"] = ratio(m["notify_deny"]["us_per_call"]["p50"],
+                                         m["errno_deny"]["us_per_call"]["p50"])
+    out["notify_extra_us_per_call"] = (m["notify_deny"]["us_per_call"]["p50"]
+                                       - m["errno_deny"]["us_per_call"]["p50"])
+    out["nsjail_us_per_traced_call"] = list(NSJAIL_US_PER_TRACED_CALL)
+    out["ratio_vs_nsjail"] = [ratio(m["notify_deny"]["us_per_call"]["p50"], v)
+                              for v in NSJAIL_US_PER_TRACED_CALL]
+    return out
+
+
+def print_denials(r: dict[str, Any]) -> None:
+    say()
+    say(f"== cost per syscall ({r['calls']} calls a run, {r['runs']} runs, µs per call, lower "
+        "is better) ==")
+    say(f"{'':46}{'p50':>9}{'p95':>9}{'min':>9}")
+    for mode in FLOOD_MODES:
+        e = r["modes"][mode.name]
+        v = e["us_per_call"]
+        say(f"{mode.label:46}{v['p50']:9.3f}{v['p95']:9.3f}{v['min']:9.3f}")
+    m = r["modes"]
+    counted = m["notify_deny"].get("counted_by_flue")
+    if counted:
+        ok = all(c == r["calls"] for c in counted)
+        say(f"denials counted in flue's report: {counted} "
+            f"({'all' if ok else 'NOT all'} of {r['calls']} per run)")
+    say(f"ratio user notification / plain errno: {fmt_ratio(r['ratio_notify_vs_errno'])} "
+        f"(+{r['notify_extra_us_per_call']:.1f} µs per denied call)")
+    lo, hi = r["nsjail_us_per_traced_call"]
+    rl, rh = r["ratio_vs_nsjail"]
+    say(f"nsjail's published cost per traced call (user notification): {lo:g}-{hi:g} µs; "
+        f"flue's p50 is {fmt_ratio(rh)}-{fmt_ratio(rl)} of that")
+
+
+# ------------------------------------------------------------------------------- supervisor
+
+
+def supervisor_per_100k(flood_cpu: float, idle_cpu: float, denials: int) -> float:
+    """Supervisor CPU seconds per 100k denials, net of what the same run costs it without
+    denials."""
+    if denials <= 0:
+        raise ValueError("no denials")
+    return (flood_cpu - idle_cpu) / denials * 100_000
+
+
+def run_supervisor(cfg: Config) -> dict[str, Any]:
+    env = bench_env()
+    k, runs = cfg.calls, cfg.flood_runs
+    flood = next(m for m in FLOOD_MODES if m.name == "notify_deny")
+    calm = next(m for m in FLOOD_MODES if m.name == "notify_allow")
+    say(f"supervisor: {runs} runs of {k} denied calls (and, as baseline, {k} allowed calls), "
+        "the `flue run` process's own CPU time and VmHWM")
+    rows: dict[str, list[dict[str, Any]]] = {"flood": [], "baseline": []}
+    with flood_program() as bindir:
+        for _ in range(runs):
+            for key, mode in (("flood", flood), ("baseline", calm)):
+                rows[key].append(run_flood_once(mode, bindir, k, env, watch=True))
+    def col(key: str, field: str) -> list[float]:
+        return [float(r["supervisor"][field]) for r in rows[key]]
+    flood_cpu = statistics.median(col("flood", "cpu_seconds"))
+    base_cpu = statistics.median(col("baseline", "cpu_seconds"))
+    flood_wall = statistics.median(col("flood", "wall_seconds"))
+    out = {
+        "calls": k,
+        "runs": runs,
+        "flood": {f: summarize(col("flood", f))
+                  for f in ("cpu_seconds", "user_seconds", "system_seconds", "peak_rss_kib",
+                            "wall_seconds")},
+        "baseline": {f: summarize(col("baseline", f))
+                     for f in ("cpu_seconds", "peak_rss_kib", "wall_seconds")},
+        "cpu_seconds_per_100k_denials": supervisor_per_100k(flood_cpu, base_cpu, k),
+        "cpu_seconds_per_100k_gross": flood_cpu / k * 100_000,
+        "supervisor_cpu_share_of_wall": ratio(flood_cpu, flood_wall),
+        "denials_per_second": k / flood_wall if flood_wall else None,
+        "counted_by_flue": [r.get("counted_by_flue") for r in rows["flood"]],
+    }
+    return out
+
+
+def print_supervisor(r: dict[str, Any]) -> None:
+    f, b = r["flood"], r["baseline"]
+    say()
+    say(f"== supervisor (`flue run` process, children excluded) while one sandbox floods "
+        f"{r['calls']} denials ==")
+    say(f"{'':34}{'p50':>10}{'p95':>10}")
+    say(f"{'CPU s, flood run':34}{f['cpu_seconds']['p50']:10.3f}{f['cpu_seconds']['p95']:10.3f}")
+    say(f"{'CPU s, same run without denials':34}{b['cpu_seconds']['p50']:10.3f}"
+        f"{b['cpu_seconds']['p95']:10.3f}")
+    say(f"{'peak RSS KiB, flood run':34}{f['peak_rss_kib']['p50']:10.0f}"
+        f"{f['peak_rss_kib']['p95']:10.0f}")
+    say(f"{'peak RSS KiB, without denials':34}{b['peak_rss_kib']['p50']:10.0f}"
+        f"{b['peak_rss_kib']['p95']:10.0f}")
+    say(f"supervisor CPU per 100k denials: {r['cpu_seconds_per_100k_denials']:.2f} s net "
+        f"({r['cpu_seconds_per_100k_gross']:.2f} s gross); busy "
+        f"{100 * (r['supervisor_cpu_share_of_wall'] or 0):.0f}% of the flood's wall time; "
+        f"{r['denials_per_second'] or 0:,.0f} denials/s")
+
+
+# ------------------------------------------------------------------------------- main
+
+
+@dataclass
+class Config:
+    quick: bool
+    only: tuple[str, ...]
+    runs: int
+    warmup: int
+    sandboxes: int
+    inflight: int
+    settle: float
+    sleep_timeout: int
+    calls: int
+    flood_runs: int
+    output: Path
+
+
+def _given(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Config:
+    p = argparse.ArgumentParser(description="flue vs bubblewrap, side by side, as ratios.")
+    p.add_argument("--quick", action="store_true", help="fewer runs: a smoke check, not figures")
+    p.add_argument("--only", action="append", default=[], metavar="NAME",
+                   help=f"run only these sections ({', '.join(SECTIONS)}); repeatable or a,b")
+    p.add_argument("--runs", type=int, help="hyperfine runs per command (default 40; quick 5)")
+    p.add_argument("--sandboxes", type=int, metavar="N",
+                   help="concurrent idle sandboxes for the memory section (default 200; quick 10)")
+    p.add_argument("--calls", type=int, metavar="K",
+                   help="syscalls per flood run (default 100000; quick 10000)")
+    p.add_argument("--flood-runs", type=int, help="runs per flood mode (default 5; quick 2)")
+    p.add_argument("--inflight", type=int, default=max(2, os.cpu_count() or 2),
+                   help="sandboxes starting at once in the memory section")
+    p.add_argument("--output", type=Path, default=RESULTS_DIR / "latest.json")
+    a = p.parse_args(argv)
+    only: list[str] = []
+    for item in a.only:
+        for name in item.split(","):
+            name = name.strip()
+            if name not in SECTIONS:
+                p.error(f"unknown section {name!r}; choose from {', '.join(SECTIONS)}")
+            if name not in only:
+                only.append(name)
+    q = a.quick
+    cfg = Config(
+        quick=q,
+        only=tuple(only) or SECTIONS,
+        runs=_given(a.runs, 5 if q else 40),
+        warmup=1 if q else 5,
+        sandboxes=_given(a.sandboxes, 10 if q else 200),
+        inflight=a.inflight,
+        settle=0.5 if q else 2.0,
+        sleep_timeout=900,
+        calls=_given(a.calls, 10_000 if q else 100_000),
+        flood_runs=_given(a.flood_runs, 2 if q else 5),
+        output=a.output,
+    )
+    for name in ("runs", "sandboxes", "calls", "flood_runs", "inflight"):
+        if getattr(cfg, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    return cfg
+
+
+RUNNERS: dict[str, tuple[Callable[[Config], dict[str, Any]], Callable[[dict[str, Any]], None]]] = {
+    "cold-start": (run_cold_start, print_cold_start),
+    "memory": (run_memory, print_memory),
+    "denials": (run_denials, print_denials),
+    "supervisor": (run_supervisor, print_supervisor),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    missing = missing_tools(cfg.only)
+    if missing:
+        for tool, hint in missing.items():
+            sys.stderr.write(f"bench: `{tool}` is not installed; install it with: {hint}\n")
+        sys.stderr.write("bench: nothing was measured (make bench installs nothing itself)\n")
+        return 2
+    RESULTS_DIR.mkdir(exist_ok=True)
+    doc: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine(),
+        "quick": cfg.quick,
+        "sections": list(cfg.only),
+        "results": {},
+        "errors": {},
+    }
+    m = doc["machine"]
+    say(f"flue benchmarks, {doc['date']}: kernel {m['kernel']}, {m['cpus']} CPUs, "
+        f"{(m['mem_total_kib'] or 0) / 1048576:.1f} GiB"
+        f"{', virtualized' if m['virtualized'] else ''}; {m['bwrap'] or 'no bwrap'}, "
+        f"{m['hyperfine'] or 'no hyperfine'}" + ("; QUICK (smoke check)" if cfg.quick else ""))
+    failed = False
+    with terminate_as_interrupt():
+        try:
+            for name in cfg.only:
+                run, show = RUNNERS[name]
+                t0 = time.monotonic()
+                try:
+                    res = run(cfg)
+                except BenchError as err:
+                    failed = True
+                    doc["errors"][name] = str(err)
+                    say(f"\n== {name}: FAILED ==\n{err}")
+                    continue
+                res["seconds"] = round(time.monotonic() - t0, 1)
+                doc["results"][name] = res
+                show(res)
+        except KeyboardInterrupt:
+            say("\nbench: interrupted; every process it started has been stopped")
+            return 130
+        finally:
+            cfg.output.parent.mkdir(parents=True, exist_ok=True)
+            cfg.output.write_text(json.dumps(doc, indent=2) + "\n")
+    say(f"\nresults: {os.path.relpath(cfg.output, REPO)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
