@@ -1,0 +1,117 @@
+"""Workspace changes, observed live: files created, modified and deleted (some in nested
+directories made the moment before) each appear exactly once with the right kind, and the
+WorkspaceManifest at exit lists what remains. ``--events`` turns the watcher on."""
+
+from __future__ import annotations
+
+import collections
+import textwrap
+
+import pytest
+from helpers import observe as ob
+
+from engine import events as ev
+
+pytestmark = pytest.mark.sandbox
+
+PAUSE = 0.4  # between the phases, so each phase's changes are news of their own
+SCRIPT = textwrap.dedent(f"""
+    import os, time
+
+    def write(path, text, mode="w"):
+        with open(path, mode) as f:
+            f.write(text)
+
+    os.chdir("/work")
+    # phase 1: three files, and one in a directory tree made the moment before
+    write("keep.txt", "kept\\n")
+    write("mod.txt", "one\\n")
+    write("del.txt", "doomed\\n")
+    os.makedirs("nested/deep")
+    write("nested/deep/f.txt", "deep\\n")
+    write("/tmp/t.txt", "tmp\\n")
+    time.sleep({PAUSE})
+    # phase 2: modify, delete, and a new tree filled at once while the watch runs
+    write("mod.txt", "two\\n", "a")
+    os.unlink("del.txt")
+    write("nested/deep/g.txt", "short-lived\\n")
+    os.makedirs("late/inner")
+    write("late/inner/h.txt", "late\\n")
+    time.sleep({PAUSE})
+    # phase 3: one more deletion
+    os.unlink("nested/deep/g.txt")
+    time.sleep({PAUSE})
+    print("ok", flush=True)
+""")
+
+ADDED = {"/work/keep.txt": 5, "/work/mod.txt": 4, "/work/del.txt": 7, "/work/nested": 0,
+         "/work/nested/deep": 0, "/work/nested/deep/f.txt": 5, "/work/nested/deep/g.txt": 12,
+         "/work/late": 0, "/work/late/inner": 0, "/work/late/inner/h.txt": 5, "/tmp/t.txt": 4}
+MODIFIED = {"/work/mod.txt": 8}
+DELETED = {"/work/del.txt", "/work/nested/deep/g.txt"}
+DIRS = {"/work/nested", "/work/nested/deep", "/work/late", "/work/late/inner"}
+REMAINS = {  # path -> size, in the workspace at exit
+    "/work/keep.txt": 5, "/work/mod.txt": 8, "/work/nested": 0, "/work/nested/deep": 0,
+    "/work/nested/deep/f.txt": 5, "/work/late": 0, "/work/late/inner": 0,
+    "/work/late/inner/h.txt": 5,
+}
+
+
+@pytest.fixture
+def run_events(flue):
+    path = ob.events_path(flue)
+    r = flue.run(["python3", "-c", SCRIPT], "--events", str(path))
+    assert r.returncode == 0 and "ok" in r.stdout, r
+    return ob.read_events(path)
+
+
+def test_each_change_appears_once_with_the_right_kind(run_events):
+    changes = ob.of(run_events, ev.FileChanged)
+    seen = collections.Counter((c.change, c.path) for c in changes)
+    want = ([("added", p) for p in ADDED] + [("modified", p) for p in MODIFIED]
+            + [("deleted", p) for p in DELETED])
+    for key in want:
+        assert seen[key] == 1, f"{key}: seen {seen[key]} times; all changes: {sorted(seen)}"
+    extra = sorted(k for k in seen if k not in set(want))
+    assert not extra, f"changes that did not happen: {extra}"
+
+
+def test_changes_carry_sizes_kinds_and_order(run_events):
+    changes = ob.of(run_events, ev.FileChanged)
+    by = {(c.change, c.path): c for c in changes}
+    for path, size in ADDED.items():
+        c = by[("added", path)]
+        assert c.is_dir == (path in DIRS), c
+        if path not in MODIFIED:
+            assert c.size == size, c
+    for path, size in MODIFIED.items():
+        c = by[("modified", path)]
+        assert c.size == size and not c.is_dir, c
+        assert by[("added", path)].ts <= c.ts
+    for path in DELETED:
+        c = by[("deleted", path)]
+        assert c.size is None and not c.is_dir, c
+        assert by[("added", path)].ts <= c.ts
+    # a directory is announced before what is in it
+    order = [c.path for c in changes if c.change == "added"]
+    for path in ADDED:
+        parent = path.rsplit("/", 1)[0]
+        if parent in ADDED:
+            assert order.index(parent) < order.index(path), order
+    # every change belongs to the run: after Started, before Exited
+    started, exited = ob.one(run_events, ev.Started), ob.one(run_events, ev.Exited)
+    assert all(started.ts <= c.ts <= exited.ts for c in changes)
+
+
+def test_the_manifest_at_exit_lists_what_remains(run_events):
+    manifest = ob.one(run_events, ev.WorkspaceManifest)
+    entries = {path: (size, mode) for path, size, mode in manifest.entries}
+    assert {p: s for p, (s, _m) in entries.items()} == REMAINS, entries
+    for path, (_size, mode) in entries.items():
+        assert mode.startswith("d" if path in DIRS else "-"), (path, mode)
+    assert [e[0] for e in manifest.entries] == sorted(entries), "sorted by path"
+    # it comes after the last change and before the end
+    kinds = [type(e) for e in run_events]
+    assert kinds.index(ev.WorkspaceManifest) > max(
+        i for i, k in enumerate(kinds) if k is ev.FileChanged)
+    assert kinds[-1] is ev.Exited
