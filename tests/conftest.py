@@ -186,7 +186,9 @@ class Flue:
         env.update(extra or {})
         return env
 
-    def _wrap(self, argv: list[str], dlg: hcg.Delegation | None) -> list[str]:
+    def _wrap(self, argv: list[str], dlg: hcg.Delegation | None,
+              wrap: Sequence[str] = ()) -> list[str]:
+        argv = [*wrap, *argv]
         if self.mode == "root":
             return argv
         procs: list[str] = []
@@ -197,6 +199,7 @@ class Flue:
 
     def _prepare(self, command: Sequence[str], args: Sequence[str], profile: str | Path | None,
                  report: bool, delegate: bool | None, allow_unlimited: bool | None,
+                 wrap: Sequence[str] = (),
                  ) -> tuple[list[str], Path | None, hcg.Delegation | None]:
         self.s.require(self.mode, "user namespaces")
         self.s.require(self.mode, "seccomp")
@@ -219,15 +222,18 @@ class Flue:
         if allow_unlimited:
             argv.append("--allow-unlimited")
         argv += [*args, "--", *command]
-        return self._wrap(argv, dlg), rep, dlg
+        return self._wrap(argv, dlg, wrap), rep, dlg
 
     def run(self, command: Sequence[str], *args: str, profile: str | Path | None = None,
             report: bool = True, input: bytes | str | None = None, stdin: Any = None,
             timeout: float = RUN_TIMEOUT, env: dict[str, str] | None = None,
             pass_fds: Sequence[int] = (), delegate: bool | None = None,
-            allow_unlimited: bool | None = None, cwd: str | Path | None = None) -> Run:
-        """Run ``flue run [args] -- command`` to completion."""
-        argv, rep, dlg = self._prepare(command, args, profile, report, delegate, allow_unlimited)
+            allow_unlimited: bool | None = None, cwd: str | Path | None = None,
+            wrap: Sequence[str] = ()) -> Run:
+        """Run ``flue run [args] -- command`` to completion. ``wrap`` is a command that
+        execs flue (its arguments follow), run as the same user: e.g. a shell opening an fd."""
+        argv, rep, dlg = self._prepare(command, args, profile, report, delegate, allow_unlimited,
+                                       wrap)
         if isinstance(input, str):
             input = input.encode()
         if stdin is None and input is None:
@@ -251,9 +257,10 @@ class Flue:
     def start(self, command: Sequence[str], *args: str, profile: str | Path | None = None,
               report: bool = True, stdin: Any = None, env: dict[str, str] | None = None,
               delegate: bool | None = None, allow_unlimited: bool | None = None,
-              new_session: bool = True) -> Handle:
+              new_session: bool = True, wrap: Sequence[str] = ()) -> Handle:
         """Start ``flue run`` in the background; its stdout and stderr are pipes."""
-        argv, rep, dlg = self._prepare(command, args, profile, report, delegate, allow_unlimited)
+        argv, rep, dlg = self._prepare(command, args, profile, report, delegate, allow_unlimited,
+                                       wrap)
         proc = subprocess.Popen(argv, stdin=stdin if stdin is not None else subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=self.env(env), cwd=self.s.scratch,

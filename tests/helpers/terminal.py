@@ -50,6 +50,8 @@ class Pty:
 def open_pty() -> Pty:
     master, slave = os.openpty()
     attrs = termios.tcgetattr(slave)
-    attrs[3] |= termios.ECHO | termios.ICANON  # echo on: an injected byte would show on the master
+    # echo on: an injected byte shows on the master; non-canonical: FIONREAD counts every
+    # queued byte (in canonical mode only complete lines)
+    attrs[3] = (attrs[3] | termios.ECHO) & ~termios.ICANON
     termios.tcsetattr(slave, termios.TCSANOW, attrs)
     return Pty(master, slave, os.ttyname(slave))

@@ -1,0 +1,142 @@
+"""The seccomp filter against escape attempts: the x32 ABI, namespace creation through
+unshare and clone flags, ptrace, and the privileges the main process is left with."""
+
+from __future__ import annotations
+
+import json
+import platform
+import signal
+import textwrap
+
+import pytest
+from helpers.terminal import open_pty
+
+pytestmark = pytest.mark.sandbox
+
+X32_BIT = 0x40000000
+GETPID, WRITE, CLONE = 39, 1, 56  # x86_64 numbers
+
+SYSCALL = textwrap.dedent("""
+    import ctypes, sys
+    libc = ctypes.CDLL(None, use_errno=True)
+    args = [ctypes.c_long(int(a, 0)) for a in sys.argv[1:]]
+    print("calling", flush=True)
+    rc = libc.syscall(*args)
+    print("returned", rc, ctypes.get_errno(), flush=True)
+""")
+
+
+@pytest.fixture
+def x86_64():
+    if platform.machine() != "x86_64":
+        pytest.skip("the x32 ABI exists only on x86_64")  # not a kernel feature: an arch
+
+
+@pytest.mark.parametrize("nr", [GETPID, WRITE], ids=["getpid", "write"])
+def test_x32_syscall_kills_the_process(flue, x86_64, nr):
+    r = flue.run(["python3", "-c", SYSCALL, hex(X32_BIT | nr), "1", "0", "0"])
+    assert "calling" in r.stdout, r
+    assert "returned" not in r.stdout, r
+    assert r.returncode == 128 + signal.SIGSYS, r
+    rep = r.report
+    assert rep["seccomp_killed"] is True and rep["signal"] == signal.SIGSYS, rep
+    assert len(r.flue_lines) == 1 and "seccomp" in r.flue_lines[0], r
+
+
+def test_native_syscall_of_the_same_number_works(flue, x86_64):
+    # the control: without the x32 bit the same call returns
+    r = flue.run(["python3", "-c", SYSCALL, hex(GETPID)])
+    assert r.returncode == 0, r
+    assert "returned 2 0" in r.stdout, r  # the main process is PID 2 of its namespace
+
+
+NS = textwrap.dedent("""
+    import ctypes, json, os
+    libc = ctypes.CDLL(None, use_errno=True)
+    out = {}
+    for name, flag in (("user", 0x10000000), ("mount", 0x00020000), ("net", 0x40000000),
+                       ("pid", 0x20000000)):
+        ctypes.set_errno(0)
+        rc = libc.unshare(flag)
+        out["unshare_" + name] = [rc, ctypes.get_errno()]
+        ctypes.set_errno(0)
+        # clone(flags | SIGCHLD) with the namespace flag: the filter checks clone's flags
+        rc = libc.syscall(ctypes.c_long(56), ctypes.c_long(flag | 17), 0, 0, 0, 0)
+        if rc == 0:
+            os._exit(0)
+        out["clone_" + name] = [rc, ctypes.get_errno()]
+    ctypes.set_errno(0)
+    out["ptrace"] = [libc.ptrace(0, 0, 0, 0), ctypes.get_errno()]  # PTRACE_TRACEME
+    ctypes.set_errno(0)
+    out["setns"] = [libc.setns(0, 0), ctypes.get_errno()]
+    ctypes.set_errno(0)
+    out["mount"] = [libc.mount(b"none", b"/tmp", b"tmpfs", 0, None), ctypes.get_errno()]
+    print(json.dumps(out))
+""")
+
+
+def test_namespaces_ptrace_and_mount_are_refused(flue):
+    r = flue.run(["python3", "-c", NS])
+    assert r.returncode == 0, r
+    got = json.loads(r.stdout)
+    for name, (rc, eno) in got.items():
+        assert rc == -1 and eno == 1, (name, rc, eno)  # EPERM, the profile's default errno
+    denials = r.report["denials"]
+    for call in ("unshare", "clone", "ptrace", "setns", "mount"):
+        assert call in denials, (call, denials)
+
+
+def test_shell_tools_cannot_create_namespaces(flue):
+    r = flue.run(["sh", "-c", "unshare -U true; echo u=$?; unshare -n true; echo n=$?"])
+    assert r.returncode == 0, r
+    assert "u=0" not in r.stdout and "n=0" not in r.stdout, r
+
+
+STATUS = textwrap.dedent("""
+    import json, os
+    st = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    st = {k: v.strip() for k, v in st.items()}
+    try:
+        os.open("/dev/tty", os.O_RDWR)
+        tty = "opened"
+    except OSError as e:
+        tty = e.errno
+    try:
+        pgrp = os.tcgetpgrp(0)
+    except OSError as e:
+        pgrp = -e.errno
+    print(json.dumps({
+        "caps": {k: st[k] for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")},
+        "nnp": st["NoNewPrivs"], "seccomp": st["Seccomp"],
+        "sid": os.getsid(0), "pid": os.getpid(), "pgid": os.getpgid(0), "tty": tty,
+        "tcpgrp": pgrp, "isatty": os.isatty(0),
+    }))
+""")
+
+
+def test_every_capability_dropped_no_new_privs_new_session(flue):
+    pty = open_pty()
+    try:
+        r = flue.run(["python3", "-c", STATUS], stdin=pty.slave)
+    finally:
+        pty.close()
+    assert r.returncode == 0, r
+    got = json.loads(r.stdout)
+    assert set(got["caps"].values()) == {"0000000000000000"}, got["caps"]
+    assert got["nnp"] == "1" and got["seccomp"] == "2", got
+    # the main process leads a session of its own, without a controlling terminal even
+    # though its stdin is the caller's terminal
+    assert got["sid"] == got["pid"] == got["pgid"], got
+    assert got["isatty"] is True
+    assert got["tty"] == 6, got  # ENXIO: no controlling terminal
+    assert got["tcpgrp"] < 0, got
+
+
+def test_setuid_binaries_give_nothing(flue):
+    # su/mount are setuid root on most hosts; nosuid and no_new_privs make them harmless
+    r = flue.run(["sh", "-c", "id -u; su -c id root </dev/null; echo su=$?; "
+                  "python3 -c \"import os; print(os.geteuid())\""])
+    assert r.returncode == 0, r
+    lines = r.stdout.split()
+    assert lines[0] == "1000" and lines[-1] == "1000", r
+    assert "su=0" not in r.stdout, r
