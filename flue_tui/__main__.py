@@ -1,2 +1,59 @@
-def main() -> int:
-    raise SystemExit("flue-tui is not built yet")
+"""``flue-tui [-p PROFILE] [limits] [-- CMD ...]``: the workbench. With a command it launches at
+once; without one it opens the launch form."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="flue-tui", usage="flue-tui [-p PROFILE] [options] [-- CMD [ARG...]]",
+        description="flue's terminal workbench: run a command in a sandbox, watch what it "
+        "does and what is refused, tune the profile, re-run, save.")
+    p.add_argument("-p", "--profile", default="default", help="profile name or path")
+    p.add_argument("--memory", default="", help="memory limit for this run, e.g. 512M")
+    p.add_argument("--cpus", default="", help="CPU quota for this run, e.g. 0.5")
+    p.add_argument("--pids", default="", help="process limit for this run")
+    p.add_argument("--timeout", default="", help="wall-clock timeout, e.g. 30s")
+    p.add_argument("--net", default="", choices=("", "none", "loopback"), help="network mode")
+    p.add_argument("--workspace", default="", metavar="DIR",
+                   help="host directory bound read-write as /work (default: a private tmpfs)")
+    p.add_argument("--record", metavar="FILE", help="append every event as JSON lines to FILE")
+    p.add_argument("--replay", metavar="FILE", help="play a recorded event stream instead of "
+                   "running anything")
+    p.add_argument("--replay-speed", type=float, default=1.0, metavar="X",
+                   help="replay speed (0: all at once)")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
+    command = list(a.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    from flue_tui.app import make_app
+    from flue_tui.runspec import QuickLimits
+
+    limits = QuickLimits(a.memory, a.cpus, a.pids, a.timeout, a.net)
+    try:
+        limits.apply(__import__("engine.profile.model", fromlist=["Profile"]).Profile("x"))
+    except ValueError as err:
+        print(f"flue-tui: {err}", file=sys.stderr)
+        return 2
+    app = make_app(command or None, profile=a.profile, workspace=a.workspace, limits=limits,
+                   replay=a.replay, replay_speed=a.replay_speed, record_to=a.record)
+    if a.replay and not command:
+        from flue_tui.runspec import RunSpec
+
+        first = app.bridge.events[0] if getattr(app.bridge, "events", None) else None
+        argv0 = tuple(getattr(first, "argv", ()) or ("replay",))
+        app.spec = RunSpec(argv=argv0, profile=a.profile)
+    result = app.run()
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

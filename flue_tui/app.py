@@ -1,0 +1,500 @@
+"""flue-tui: the app, its engine worker, and ``make_app`` (used by the CLI, tests, screenshots).
+
+The app owns the state that outlives a screen: the current ``RunModel`` and the history of
+runs, the draft profile (a ``ProfileDocument`` being edited), the last ``RunSpec``. Engine
+work happens in one exclusive worker that awaits ``Bridge.run``; its events come back as
+``EventBatch`` messages which the app folds into the model before telling the monitor which
+panels changed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.worker import Worker, WorkerState
+
+from engine.errors import EngineError
+from flue_tui.bridge import Bridge, ReplayBridge
+from flue_tui.messages import EventBatch, ProcessSnapshot, ProfileChanged, RunFinished
+from flue_tui.model import DenialRow, RunModel, diff_runs
+from flue_tui.runspec import Prepared, RunSpec, prepare
+from flue_tui.screens.monitor import MonitorScreen
+
+CSS_FILE = Path(__file__).with_name("app.tcss")
+
+
+class FlueCommands(Provider):
+    """The command palette: ``category: Verb`` commands, only those that make sense now."""
+
+    def _commands(self) -> Iterator[tuple[str, str, Callable[[], Any]]]:
+        app: FlueApp = self.app  # type: ignore[assignment]
+        yield from app.palette_commands()
+
+    async def discover(self) -> Hits:
+        for name, help_text, callback in self._commands():
+            yield DiscoveryHit(name, callback, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, help_text, callback in self._commands():
+            score = matcher.match(name)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), callback, help=help_text)
+
+
+class FlueApp(App[int]):
+    CSS_PATH = str(CSS_FILE)
+    TITLE = "flue-tui"
+    COMMANDS = App.COMMANDS | {FlueCommands}
+    BINDINGS = [
+        Binding("ctrl+s", "save", "Save", id="app.save", priority=True,
+                tooltip="save the draft profile (asks where; validates first)"),
+        Binding("question_mark,f1", "help", "Help", id="app.help", key_display="?",
+                tooltip="every key, with the id to remap it"),
+        Binding("q", "quit_app", "Quit", id="app.quit",
+                tooltip="quit (asks first if a sandbox runs or edits are unsaved)"),
+    ]
+
+    def __init__(self, *, spec: RunSpec | None = None, profile: str = "default",
+                 bridge: Bridge | None = None, clock: Callable[[], float] | None = None,
+                 remember: bool = True, record_to: str | None = None,
+                 keymap: dict[str, str] | None = None) -> None:
+        super().__init__()
+        self.spec = spec
+        self.profile_ref = spec.profile if spec else profile
+        self.bridge = bridge or Bridge(self.post_message, record_to=record_to)
+        self._clock = clock
+        self.remember = remember
+        self.runs: list[RunModel] = []
+        self.run_model: RunModel | None = None
+        self.prepared: Prepared | None = None
+        self.draft: Any = None
+        self._draft_error = ""
+        self._log_mark = 0
+        self._keymap_override = keymap
+
+    # --- set-up -------------------------------------------------------------------------
+
+    def get_default_screen(self) -> MonitorScreen:
+        return MonitorScreen()
+
+    def compose(self) -> ComposeResult:
+        yield from ()
+
+    def on_mount(self) -> None:
+        from flue_tui.state import load_keymap
+
+        keymap = load_keymap() if self._keymap_override is None else self._keymap_override
+        if keymap:
+            self.set_keymap(keymap)
+        self.open_draft(self.profile_ref)
+        self.set_interval(0.5, self._tick)
+        if self.spec is not None:
+            self.call_after_refresh(self.start, self.spec)
+        else:
+            self.call_after_refresh(self.action_launch)
+
+    def on_unmount(self) -> None:
+        self.bridge.close()
+
+    def clock(self) -> float:
+        return self._clock() if self._clock is not None else self.bridge.clock()
+
+    @property
+    def monitor(self) -> MonitorScreen | None:
+        for screen in self.screen_stack:
+            if isinstance(screen, MonitorScreen):
+                return screen
+        return None
+
+    # --- the draft profile -------------------------------------------------------------------
+
+    def open_draft(self, ref: str) -> bool:
+        from engine.profile.edit import ProfileDocument
+
+        try:
+            self.draft = ProfileDocument.open(ref)
+        except EngineError as err:
+            self.draft = None
+            self._draft_error = err.render()
+            self.notify(err.render(), title="profile", severity="error", timeout=8)
+            return False
+        self.profile_ref = ref
+        self._log_mark = 0
+        return True
+
+    def profile_label(self) -> str:
+        if self.draft is None:
+            return f"{self.profile_ref} (unreadable)"
+        return self.draft.name + (" (built-in)" if self.draft.builtin else "")
+
+    def draft_stat(self) -> tuple[int, int]:
+        return self.draft.diff_stat() if self.draft is not None else (0, 0)
+
+    def shared_paths(self) -> tuple[tuple[str, str], ...]:
+        return self.prepared.shared if self.prepared else ()
+
+    def apply_edit(self, fn: Callable[[Any], str]) -> bool:
+        """Run one edit on the draft; errors become a notification. True when it worked."""
+        if self.draft is None:
+            self.notify("no profile is open", severity="error")
+            return False
+        try:
+            what = fn(self.draft)
+        except EngineError as err:
+            self.notify(err.render(), title="not changed", severity="error", timeout=6)
+            return False
+        err = self.draft.validate()
+        if err is not None:
+            self.notify(err.render(), title="the draft is not valid", severity="warning",
+                        timeout=8)
+        else:
+            self.notify(f"{what} · r re-runs, ctrl+s saves", title="draft profile",
+                        timeout=3)
+        self.post_message(ProfileChanged(what))
+        return True
+
+    def edit_profile(self, kind: str, row: DenialRow) -> None:
+        """The denial actions: allow (a), allow its group (g), keep denied with an errno (e)."""
+        name = row.name
+        if kind == "allow":
+            family = row.family
+            if family:
+                self.apply_edit(lambda d: d.allow_socket_family(family))
+            else:
+                self.apply_edit(lambda d: d.allow_syscall(name))
+        elif kind == "allow_group":
+            if not row.group:
+                self.notify(f"{name} belongs to no group; a allows it alone",
+                            severity="warning")
+                return
+            if row.family:
+                self.notify(f"{name} is allowed already: the refusal is its socket family "
+                            f"{row.family}; a allows that family", severity="warning")
+                return
+            group = row.group
+            self.apply_edit(lambda d: d.allow_group(group))
+        elif kind == "errno":
+            from flue_tui.screens.modals import ErrnoPicker
+
+            if row.family:
+                self.notify(f"{name} is allowed; {row.family} sockets are refused by the "
+                            "socket_families filter, which answers EPERM", severity="warning")
+                return
+
+            def chosen(errno: str | None) -> None:
+                if errno:
+                    self.apply_edit(lambda d: d.deny_syscall(name, errno))
+
+            self.push_screen(ErrnoPicker(name, row.errno_name), chosen)
+
+    @on(ProfileChanged)
+    def _profile_changed(self, message: ProfileChanged) -> None:
+        from flue_tui.screens.tune import TuneScreen
+
+        if isinstance(self.screen, TuneScreen):
+            self.screen.refresh_draft()
+        if self.monitor is not None:
+            self.monitor.update_status()
+
+    # --- runs ------------------------------------------------------------------------------
+
+    def start(self, spec: RunSpec) -> None:
+        """Start ``spec`` with the draft profile (and the spec's quick limits)."""
+        from flue_tui.screens.modals import ErrorModal
+
+        if spec.profile != self.profile_ref or self.draft is None:
+            if self.draft is not None and self.draft.dirty:
+                self.notify(f"the edits to {self.draft.name} were left unsaved: switching to "
+                            f"{spec.profile}", severity="warning", timeout=6)
+            if not self.open_draft(spec.profile):
+                self.push_screen(ErrorModal("cannot open the profile", self._draft_error))
+                return
+        try:
+            profile = self.draft.resolve()
+        except EngineError as err:
+            self.push_screen(ErrorModal.from_exception(err))
+            return
+        try:
+            profile = spec.limits.apply(profile)
+        except ValueError as err:
+            self.push_screen(ErrorModal("bad quick limit", str(err)))
+            return
+        self.spec = spec
+        self.prepared = prepare(spec)
+        if self.remember:
+            from flue_tui.state import remember
+
+            remember(spec)
+        number = len(self.runs) + 1
+        model = RunModel(number, tuple(spec.argv), self.profile_label())
+        model.changes = list(self.draft.log[self._log_mark:])
+        if not spec.limits.is_empty():
+            model.changes.append(f"quick limits: {spec.limits.describe()}")
+        self._log_mark = len(self.draft.log)
+        self.runs.append(model)
+        self.run_model = model
+        monitor = self.monitor
+        if monitor is not None:
+            monitor.reset()
+        self.run_sandbox(number, self.prepared, profile, spec.workspace)
+
+    @work(group="engine", exclusive=True, exit_on_error=False)
+    async def run_sandbox(self, number: int, prepared: Prepared, profile: Any,
+                          workspace: str) -> Any:
+        return await self.bridge.run(number, prepared, profile, workspace=workspace)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        from flue_tui.screens.modals import ErrorModal
+
+        worker = event.worker
+        if worker.group != "engine" or event.state != WorkerState.ERROR:
+            return
+        err = worker.error
+        model = self.run_model
+        if model is not None and model.state != "exited":
+            model.state = "failed"
+            model.error = getattr(err, "title", None) or str(err)
+        if err is not None:
+            self.push_screen(ErrorModal.from_exception(err))
+        if self.monitor is not None:
+            self.monitor.update_status()
+
+    def _current(self, run: int) -> RunModel | None:
+        model = self.run_model
+        return model if model is not None and model.number == run else None
+
+    def _changed(self, changed: set[str]) -> None:
+        monitor = self.monitor
+        if monitor is None:
+            return
+        if self.screen is monitor:
+            monitor.update_panels(changed)
+        else:  # hidden: remember, catch up when shown again
+            for key in changed & {"denials", "resources", "files", "processes", "output"}:
+                monitor.panel(key).stale = True
+
+    @on(EventBatch)
+    def _batch(self, message: EventBatch) -> None:
+        model = self._current(message.run)
+        if model is not None:
+            self._changed(model.apply(message.events))
+
+    @on(ProcessSnapshot)
+    def _processes(self, message: ProcessSnapshot) -> None:
+        model = self._current(message.run)
+        if model is not None:
+            self._changed(model.apply((message.table,)))
+
+    @on(RunFinished)
+    def _finished(self, message: RunFinished) -> None:
+        model = self._current(message.run)
+        if model is None:
+            return
+        if model.state not in ("exited", "failed"):
+            model.state = "exited" if model.exited is not None else model.state
+        if len(self.runs) >= 2 and model.state == "exited":
+            before = self.runs[-2]
+            d = diff_runs(before, model)
+            parts = []
+            if d.gone:
+                parts.append("gone: " + ", ".join(d.gone))
+            if d.new:
+                parts.append("new: " + ", ".join(d.new))
+            self.notify(("; ".join(parts) or "same denials as before") + " · h: history",
+                        title=f"run #{model.number} vs #{before.number}", timeout=6)
+        self._changed({"status"})
+
+    def _tick(self) -> None:
+        model = self.run_model
+        if model is not None and model.state in ("starting", "running") and \
+                self.monitor is not None and self.screen is self.monitor:
+            self.monitor.update_status()
+
+    # --- actions -----------------------------------------------------------------------------
+
+    def action_rerun(self) -> None:
+        if self.spec is None:
+            self.action_launch()
+            return
+        if self.screen is not self.monitor and self.monitor is not None:
+            while self.screen is not self.monitor and len(self.screen_stack) > 1:
+                self.pop_screen()
+        self.start(self.spec)
+
+    def action_launch(self) -> None:
+        from flue_tui.screens.launch import LaunchScreen
+
+        def launched(spec: RunSpec | None) -> None:
+            if spec is not None:
+                self.start(spec)
+
+        self.push_screen(LaunchScreen(self.spec), launched)
+
+    def action_tune(self) -> None:
+        from flue_tui.screens.tune import TuneScreen
+
+        if self.draft is None:
+            self.notify("no profile is open", severity="error")
+            return
+        self.push_screen(TuneScreen())
+
+    def action_history(self) -> None:
+        from flue_tui.screens.history import HistoryScreen
+
+        self.push_screen(HistoryScreen())
+
+    def action_stop(self) -> None:
+        from flue_tui.screens.modals import ConfirmModal
+
+        if not self.bridge.running:
+            self.notify("nothing is running")
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.bridge.kill()
+
+        self.push_screen(ConfirmModal("Kill the running sandbox and everything in it?",
+                                      yes="Kill"), answer)
+
+    def action_save(self) -> None:
+        from flue_tui.screens.save import SaveModal
+
+        if self.draft is None:
+            self.notify("no profile is open", severity="error")
+            return
+        if any(isinstance(s, SaveModal) for s in self.screen_stack):
+            return
+
+        def saved(result: Any) -> None:
+            if result is None:
+                return
+            self.profile_ref = str(result.path)
+            if self.spec is not None:
+                from dataclasses import replace
+
+                self.spec = replace(self.spec, profile=self.profile_ref)
+            backup = f" (previous version: {result.backup.name})" if result.backup else ""
+            self.notify(f"saved {result.path}{backup}", title="profile saved", timeout=6)
+            self.post_message(ProfileChanged("saved"))
+
+        self.push_screen(SaveModal(), saved)
+
+    def action_help(self) -> None:
+        from flue_tui.screens.modals import HelpScreen
+
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen(self.help_sections()))
+
+    def help_sections(self) -> list[tuple[str, list[tuple[str, str, str]]]]:
+        from flue_tui.screens.history import HistoryScreen
+        from flue_tui.screens.launch import LaunchScreen
+        from flue_tui.screens.tune import TuneScreen
+        from flue_tui.widgets.stream import StreamView
+
+        keymap = dict(getattr(self, "_keymap", {}) or {})
+
+        def rows(bindings: list[Any]) -> list[tuple[str, str, str]]:
+            out = []
+            for b in bindings:
+                if not isinstance(b, Binding):
+                    continue
+                key = keymap.get(b.id or "", b.key) if b.id else b.key
+                shown = ", ".join(self.get_key_display(Binding(k.strip(), ""))
+                                  for k in key.split(","))
+                out.append((shown, b.tooltip or b.description, b.id or ""))
+            return out
+
+        return [
+            ("Everywhere", rows(self.BINDINGS) + [("ctrl+p", "command palette", "")]),
+            ("Monitor", rows(MonitorScreen.BINDINGS)),
+            ("Streams (denials, files, output)", rows(StreamView.BINDINGS)),
+            ("Tune", rows(TuneScreen.BINDINGS)),
+            ("Launch", rows(LaunchScreen.BINDINGS)),
+            ("History", rows(HistoryScreen.BINDINGS)),
+        ]
+
+    def action_quit_app(self) -> None:
+        from flue_tui.screens.modals import ConfirmModal
+
+        reasons = []
+        if self.bridge.running:
+            reasons.append("a sandbox is still running (it will be killed)")
+        if self.draft is not None and self.draft.dirty:
+            reasons.append("the draft profile has unsaved edits")
+        if not reasons:
+            self.exit(0)
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.bridge.kill()
+                self.exit(0)
+
+        self.push_screen(ConfirmModal("Quit? " + "; ".join(reasons) + ".", yes="Quit"), answer)
+
+    # --- the command palette -------------------------------------------------------------------
+
+    def palette_commands(self) -> Iterator[tuple[str, str, Callable[[], Any]]]:
+        monitor = self.monitor
+        yield ("Run: New command…", "open the launch form", self.action_launch)
+        if self.spec is not None:
+            yield ("Run: Re-run with the edited profile", "r", self.action_rerun)
+        if self.bridge.running:
+            yield ("Run: Stop the sandbox", "k (asks first)", self.action_stop)
+        if self.runs:
+            yield ("Run: History", "what changed between runs (h)", self.action_history)
+        row = monitor.selected_denial() if monitor is not None and self.run_model else None
+        if row is not None:
+            yield (f"Profile: Allow {row.family or row.name}", "a",
+                   partial(self.edit_profile, "allow", row))
+            if row.group and not row.family:
+                yield (f"Profile: Allow group {row.group}", "g",
+                       partial(self.edit_profile, "allow_group", row))
+                yield (f"Profile: Keep {row.name} denied with an errno…", "e",
+                       partial(self.edit_profile, "errno", row))
+        if self.draft is not None:
+            yield ("Profile: Tune (diff, network, limits, mounts, env)", "t", self.action_tune)
+            yield ("Profile: Save…", "ctrl+s", self.action_save)
+            if self.draft.dirty:
+                yield ("Profile: Revert every edit", "back to the saved file",
+                       lambda: self.apply_edit(lambda d: (d.revert(), "reverted")[1]))
+        if monitor is not None:
+            for i, key in enumerate(("denials", "resources", "files", "processes", "output"),
+                                    1):
+                yield (f"Panel: Toggle {key.capitalize()}", str(i),
+                       partial(monitor.action_toggle_panel, key))
+            yield ("Panel: Pause or resume the streams", "space", monitor.action_pause)
+        yield ("Help: Keys", "? or f1", self.action_help)
+
+
+def make_app(argv: list[str] | tuple[str, ...] | None = None, *, profile: str = "default",
+             cwd: str | None = None, workspace: str = "", limits: Any = None,
+             replay: str | os.PathLike[str] | None = None, replay_speed: float = 0.0,
+             replay_upto: int | None = None, clock: Callable[[], float] | None = None,
+             remember: bool = True, record_to: str | None = None,
+             keymap: dict[str, str] | None = None) -> FlueApp:
+    """The app, configured. With ``argv`` it launches at once; with ``replay`` it plays a
+    recorded event stream instead of running anything (tests, snapshots)."""
+    from flue_tui.runspec import QuickLimits
+
+    spec = None
+    if argv:
+        spec = RunSpec(argv=tuple(argv), profile=profile, cwd=cwd or os.getcwd(),
+                       workspace=workspace, limits=limits or QuickLimits())
+    app = FlueApp(spec=spec, profile=profile, clock=clock, remember=remember,
+                  record_to=record_to, keymap=keymap)
+    if replay is not None:
+        app.bridge = ReplayBridge(app.post_message, replay, speed=replay_speed,
+                                  upto=replay_upto)
+    return app

@@ -1,0 +1,205 @@
+"""The one place flue-tui talks to the engine.
+
+``Bridge.run`` is awaited inside the app's engine worker (``@work(group="engine",
+exclusive=True)``): it starts a sandbox through the fork server, collects its events from the
+engine's synchronous callback, and posts them to the app in batches every ``interval``
+seconds -- one ``EventBatch`` per tick (never replaced), plus the latest process table as a
+``ProcessSnapshot`` (which replaces an older one still waiting). Screens and widgets never
+call the engine; they read the app's ``RunModel``.
+
+``ReplayBridge`` plays a recorded JSONL event stream through the same messages, for
+deterministic tests, snapshots and demos without a kernel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from engine import events as ev
+from flue_tui.messages import EventBatch, ProcessSnapshot, RunFinished
+from flue_tui.runspec import Prepared
+
+DEFAULT_INTERVAL = 0.075
+
+
+class _Batcher:
+    """Collects events from a synchronous callback; ``flush`` posts what was collected."""
+
+    def __init__(self, post: Callable[[Any], Any], run: int,
+                 record: Callable[[ev.Event], None] | None = None) -> None:
+        self.post = post
+        self.run = run
+        self.record = record
+        self.pending: list[ev.Event] = []
+        self.table: ev.ProcessTable | None = None
+        self.count = 0
+
+    def add(self, e: ev.Event) -> None:
+        self.count += 1
+        if self.record is not None:
+            self.record(e)
+        if isinstance(e, ev.ProcessTable):
+            self.table = e  # latest value wins
+        else:
+            self.pending.append(e)
+
+    def flush(self) -> None:
+        if self.table is not None:
+            table, self.table = self.table, None
+            self.post(ProcessSnapshot(self.run, table))
+        if self.pending:
+            batch, self.pending = tuple(self.pending), []
+            self.post(EventBatch(self.run, batch))
+
+
+class Bridge:
+    """Owns the fork server and the running sandbox."""
+
+    def __init__(self, post: Callable[[Any], Any], *, interval: float = DEFAULT_INTERVAL,
+                 record_to: str | None = None) -> None:
+        self.post = post
+        self.interval = interval
+        self.record_to = record_to
+        self._spawner: Any = None
+        self._sandbox: Any = None
+        self.clock: Callable[[], float] = time.monotonic
+
+    # --- the fork server ------------------------------------------------------------------
+
+    def start_spawner(self) -> None:
+        """Start the fork server. Call on the main thread: its parent-death signal is tied
+        to the thread that created it."""
+        if self._spawner is None:
+            from engine.spawner import ForkServer
+
+            if threading.current_thread() is not threading.main_thread():
+                raise RuntimeError("the fork server must be started on the main thread")
+            self._spawner = ForkServer()
+
+    def close(self) -> None:
+        self.kill()
+        if self._spawner is not None:
+            try:
+                self._spawner.close()
+            finally:
+                self._spawner = None
+
+    @property
+    def running(self) -> bool:
+        return self._sandbox is not None
+
+    # --- control --------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the sandbox to stop (SIGTERM to its PID 1, which forwards it)."""
+        if self._sandbox is not None:
+            self._sandbox.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        if self._sandbox is not None:
+            self._sandbox.kill()
+
+    # --- a run ----------------------------------------------------------------------------
+
+    async def run(self, run: int, prepared: Prepared, profile: Any, *,
+                  workspace: str = "", env: Sequence[tuple[str, str]] = ()) -> Any:
+        from engine.sandbox import Sandbox
+
+        self.start_spawner()
+        recorder = open(self.record_to, "a", encoding="utf-8") if self.record_to else None  # noqa: SIM115
+        batch = _Batcher(self.post, run,
+                         (lambda e: recorder.write(e.to_json() + "\n")) if recorder else None)
+        name = f"flue-tui-{os.getpid()}-{run}"
+        sb = Sandbox(list(prepared.argv), profile, workspace=workspace or None,
+                     binds=prepared.binds, env=(("FLUE_SANDBOX_ID", name), *env),
+                     spawner=self._spawner, name=name, capture_output=True, watch_files=True,
+                     observe=True)
+        sb.subscribe(batch.add)
+        self._sandbox = sb
+        ticker = asyncio.create_task(self._tick(batch))
+        result = None
+        try:
+            await sb.start()
+            result = await sb.wait()
+            return result
+        except asyncio.CancelledError:
+            sb.kill()
+            try:
+                result = await asyncio.wait_for(sb.wait(), 5)
+            except (asyncio.TimeoutError, AssertionError, Exception):  # noqa: BLE001
+                pass
+            raise
+        finally:
+            ticker.cancel()
+            batch.flush()
+            self._sandbox = None
+            if recorder is not None:
+                recorder.close()
+            self.post(RunFinished(run, result))
+
+    async def _tick(self, batch: _Batcher) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            batch.flush()
+
+
+class ReplayBridge(Bridge):
+    """Plays a recorded event stream instead of running a sandbox.
+
+    ``speed``: 0 posts everything at once (snapshots); 1 replays in real time. ``upto``:
+    stop after that many events (a mid-run snapshot). The clock is fixed at the last event
+    played, so elapsed times are deterministic.
+    """
+
+    def __init__(self, post: Callable[[Any], Any], recording: str | Path | Sequence[ev.Event],
+                 *, speed: float = 0.0, upto: int | None = None,
+                 interval: float = DEFAULT_INTERVAL) -> None:
+        super().__init__(post, interval=interval)
+        if isinstance(recording, (str, Path, os.PathLike)):
+            lines = Path(recording).read_text(encoding="utf-8").splitlines()
+            self.events = [ev.Event.from_json(line) for line in lines if line.strip()]
+        else:
+            self.events = list(recording)
+        self.speed = speed
+        self.upto = upto
+        self._now = self.events[0].ts if self.events else 0.0
+        self.clock = lambda: self._now
+        self.runs: list[tuple[tuple[str, ...], Any]] = []  # what the app asked to run
+        self._stop = False
+
+    def start_spawner(self) -> None:  # no kernel needed
+        pass
+
+    def stop(self) -> None:
+        self._stop = True
+
+    kill = stop
+
+    async def run(self, run: int, prepared: Prepared, profile: Any, *,
+                  workspace: str = "", env: Sequence[tuple[str, str]] = ()) -> Any:
+        self.runs.append((prepared.argv, profile))
+        self._stop = False
+        batch = _Batcher(self.post, run)
+        events = self.events[: self.upto] if self.upto is not None else self.events
+        prev_ts = events[0].ts if events else 0.0
+        try:
+            for e in events:
+                if self._stop:
+                    break
+                if self.speed > 0 and e.ts > prev_ts:
+                    await asyncio.sleep((e.ts - prev_ts) / self.speed)
+                    batch.flush()
+                prev_ts = e.ts
+                self._now = e.ts
+                batch.add(e)
+            return None
+        finally:
+            batch.flush()
+            self.post(RunFinished(run, None))

@@ -1,0 +1,172 @@
+"""The launch form: command, directories, profile, quick limits, recent commands."""
+
+from __future__ import annotations
+
+import os
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Input, Label, OptionList, Select, Static
+from textual.widgets.option_list import Option
+
+from flue_tui.runspec import QuickLimits, RunSpec
+from flue_tui.sanitize import plain
+
+
+class LaunchScreen(Screen[RunSpec | None]):
+    BINDINGS = [
+        Binding("ctrl+r", "run", "Run", id="launch.run", priority=True,
+                tooltip="start the command in a sandbox"),
+        Binding("escape", "cancel", "Back", id="launch.back"),
+    ]
+
+    def __init__(self, spec: RunSpec | None = None) -> None:
+        super().__init__()
+        self.spec = spec
+
+    def compose(self) -> ComposeResult:
+        from engine.profile import list_profiles
+
+        spec = self.spec
+        profiles = []
+        for info in list_profiles():
+            if info.shadowed:
+                continue
+            kind = "built-in" if info.builtin else "user"
+            label = f"{info.name}  ({kind}) {info.description}"[:90]
+            profiles.append((label, info.name))
+        current = spec.profile if spec else self.app.profile_ref
+        if current not in [v for _, v in profiles]:
+            profiles.append((current, current))
+        lim = spec.limits if spec else QuickLimits()
+        yield Static(Text(" New run ", "reverse bold"), id="launch-title")
+        with VerticalScroll(id="launch-form"):
+            yield Label("Command (as you would type it after flue run --)", classes="form-label")
+            yield Input(value=spec.command_line if spec else "", id="launch-cmd",
+                        placeholder="python3 examples/demo_agent.py")
+            with Horizontal(classes="form-row"):
+                with Vertical(classes="form-col"):
+                    yield Label("Directory: relative script paths resolve here",
+                                classes="form-label")
+                    yield Input(value=spec.cwd if spec else os.getcwd(), id="launch-cwd")
+                with Vertical(classes="form-col"):
+                    yield Label("Workspace: host dir bound rw at /work (empty: private tmpfs)",
+                                classes="form-label")
+                    yield Input(value=spec.workspace if spec else "", id="launch-workspace",
+                                placeholder="(private tmpfs)")
+            yield Label("Profile", classes="form-label")
+            yield Select(profiles, value=current, id="launch-profile", allow_blank=False)
+            yield Label("Quick limits for this run (empty keeps the profile's; none removes)",
+                        classes="form-label")
+            with Horizontal(classes="form-row"):
+                yield Input(value=lim.memory, placeholder="memory 512M", id="launch-memory",
+                            classes="limit-input")
+                yield Input(value=lim.cpus, placeholder="cpus 1", id="launch-cpus",
+                            classes="limit-input")
+                yield Input(value=lim.pids, placeholder="pids 256", id="launch-pids",
+                            classes="limit-input")
+                yield Input(value=lim.timeout, placeholder="timeout 30s", id="launch-timeout",
+                            classes="limit-input")
+                yield Select([("network: profile's", ""), ("none", "none"),
+                              ("loopback", "loopback")], value=lim.network, allow_blank=False,
+                             id="launch-network")
+            yield Static(id="launch-error")
+            yield Label("Recent (enter fills the form)", classes="form-label")
+            yield OptionList(id="launch-recent")
+        with Horizontal(id="launch-buttons"):
+            yield Button("Run (ctrl+r)", id="launch-run", variant="primary")
+            yield Button("Back (esc)", id="launch-cancel")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        from flue_tui.state import load_recent
+
+        self._recent = load_recent()
+        ol = self.query_one("#launch-recent", OptionList)
+        for i, spec in enumerate(self._recent):
+            t = Text(plain(spec.command_line, 90))
+            t.append(f"   {plain(spec.profile, 30)}", "dim")
+            if not spec.limits.is_empty():
+                t.append(f"  {plain(spec.limits.describe(), 40)}", "dim")
+            ol.add_option(Option(t, id=str(i)))
+        if not self._recent:
+            ol.add_option(Option(Text("none yet", "dim"), id="none", disabled=True))
+        self.query_one("#launch-cmd", Input).focus()
+
+    @on(OptionList.OptionSelected, "#launch-recent")
+    def _recent_chosen(self, event: OptionList.OptionSelected) -> None:
+        if event.option.id is None or not event.option.id.isdigit():
+            return
+        spec = self._recent[int(event.option.id)]
+        self.query_one("#launch-cmd", Input).value = spec.command_line
+        self.query_one("#launch-cwd", Input).value = spec.cwd
+        self.query_one("#launch-workspace", Input).value = spec.workspace
+        sel = self.query_one("#launch-profile", Select)
+        try:
+            sel.value = spec.profile
+        except Exception:  # noqa: BLE001 - a profile that no longer exists
+            pass
+        for key in ("memory", "cpus", "pids", "timeout"):
+            self.query_one(f"#launch-{key}", Input).value = getattr(spec.limits, key)
+        self.query_one("#launch-network", Select).value = spec.limits.network
+        self.query_one("#launch-cmd", Input).focus()
+
+    def _error(self, msg: str) -> None:
+        self.query_one("#launch-error", Static).update(Text("✗ " + msg, "bold red"))
+
+    def build(self) -> RunSpec | None:
+        cmd = self.query_one("#launch-cmd", Input).value.strip()
+        try:
+            argv = RunSpec.parse(cmd)
+        except ValueError as err:
+            self._error(str(err))
+            return None
+        if not argv:
+            self._error("type a command first")
+            return None
+        cwd = self.query_one("#launch-cwd", Input).value.strip() or os.getcwd()
+        if not os.path.isdir(cwd):
+            self._error(f"directory {cwd} does not exist")
+            return None
+        ws = self.query_one("#launch-workspace", Input).value.strip()
+        if ws and not os.path.isdir(ws):
+            self._error(f"workspace {ws} does not exist")
+            return None
+        net = self.query_one("#launch-network", Select).value
+        limits = QuickLimits(*(self.query_one(f"#launch-{k}", Input).value.strip()
+                               for k in ("memory", "cpus", "pids", "timeout")),
+                             network=net if isinstance(net, str) else "")
+        profile = self.query_one("#launch-profile", Select).value
+        spec = RunSpec(argv=argv, profile=str(profile), cwd=cwd, workspace=ws, limits=limits)
+        try:
+            from engine.profile.model import Profile
+
+            limits.apply(Profile(name="check"))
+        except ValueError as err:
+            self._error(str(err))
+            return None
+        return spec
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        self.action_run()
+
+    @on(Button.Pressed, "#launch-run")
+    def _run_pressed(self) -> None:
+        self.action_run()
+
+    @on(Button.Pressed, "#launch-cancel")
+    def _cancel_pressed(self) -> None:
+        self.action_cancel()
+
+    def action_run(self) -> None:
+        spec = self.build()
+        if spec is not None:
+            self.dismiss(spec)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

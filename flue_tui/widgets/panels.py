@@ -1,0 +1,509 @@
+"""The monitor's five panels. Each one refreshes from the ``RunModel`` only while shown.
+
+``Panel.refresh_from(model)`` is called by the monitor screen after each event batch for the
+panels whose data changed and that are displayed; a hidden panel just remembers it is stale
+and catches up when it is shown again.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.message import Message
+from textual.widgets import DataTable, Static, TabbedContent, TabPane, Tree
+from textual.widgets.tree import TreeNode
+
+from flue_tui.model import DenialRow, FileState, RunModel, format_args, fresh, short_path
+from flue_tui.sanitize import cell, neutralise, plain
+from flue_tui.widgets import format as fmt
+from flue_tui.widgets.graph import Graph
+from flue_tui.widgets.stream import StreamView
+
+
+class Panel(Vertical):
+    """A bordered panel of the monitor."""
+
+    panel_key = ""
+    title = ""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id or f"panel-{self.panel_key}", classes="panel")
+        self.stale = True
+        self.filter_text = ""
+
+    def on_mount(self) -> None:
+        self.border_title = self.title
+
+    def refresh_from(self, model: RunModel | None) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        self.stale = True
+
+    def set_filter(self, text: str) -> None:
+        self.filter_text = text
+
+    @property
+    def filter_target(self) -> StreamView | None:
+        return None
+
+
+# --------------------------------------------------------------------------- denials
+
+
+def denial_entry(e: Any, t0: float) -> tuple[Text, Any]:
+    t = Text(no_wrap=True, end="")
+    t.append(f"{e.ts - t0:7.2f}s ", "dim")
+    t.append(plain(e.name, 24), "bold")
+    t.append(f" → {e.errno_name or e.errno}", "red")
+    if e.count > 1:
+        t.append(f" ×{e.count}", "yellow")
+    t.append(f"  pid {e.pid} {plain(e.comm, 16)}", "dim")
+    args = format_args(e.decoded, e.args)
+    if args:
+        t.append("  " + plain(args, 160))
+    return t, e
+
+
+class DenialsPanel(Panel):
+    panel_key = "denials"
+    title = "1 Denials"
+
+    class RowHighlighted(Message):
+        def __init__(self, row: DenialRow | None) -> None:
+            super().__init__()
+            self.row = row
+
+    def compose(self) -> ComposeResult:
+        with TabbedContent(id="denials-tabs"):
+            with TabPane("Table", id="denials-table-tab"):
+                yield DataTable(id="denials-table", cursor_type="row", zebra_stripes=False)
+            with TabPane("Stream", id="denials-stream-tab"):
+                yield StreamView(id="denials-stream", empty="no denials yet")
+        yield Static(id="denials-detail", classes="detail")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        table = self.query_one("#denials-table", DataTable)
+        table.add_column("syscall", key="name", width=16)
+        table.add_column("group", key="group", width=13)
+        table.add_column("count", key="count", width=6)
+        table.add_column("errno", key="errno", width=7)
+        table.add_column("pid", key="pid", width=4)
+        table.add_column("command", key="comm", width=10)
+        table.add_column("last arguments", key="args")
+        self._rows: list[str] = []
+        self._streamed = 0
+        self._model: RunModel | None = None
+        self.query_one("#denials-detail", Static).update(Text(
+            "a allow · g allow group · e keep denied with an errno · enter details", "dim"))
+
+    @property
+    def filter_target(self) -> StreamView | None:
+        tabs = self.query_one("#denials-tabs", TabbedContent)
+        if tabs.active == "denials-stream-tab":
+            return self.query_one("#denials-stream", StreamView)
+        return None
+
+    def reset(self) -> None:
+        super().reset()
+        self._streamed = 0
+        self._rows = []
+        self.query_one("#denials-table", DataTable).clear()
+        self.query_one("#denials-stream", StreamView).clear()
+
+    def set_filter(self, text: str) -> None:
+        super().set_filter(text)
+        self.query_one("#denials-stream", StreamView).set_filter(text)
+        if self._model is not None:
+            self._refresh_table(self._model, force=True)
+
+    def _visible_rows(self, model: RunModel) -> list[DenialRow]:
+        rows = sorted(model.denials.values(), key=lambda r: (-r.count, r.key))
+        f = self.filter_text.lower().strip()
+        if f:
+            rows = [r for r in rows if f in r.key.lower() or f in r.group.lower()
+                    or f in r.comm.lower() or f in r.errno_name.lower()]
+        return rows
+
+    def refresh_from(self, model: RunModel | None) -> None:
+        self.stale = False
+        self._model = model
+        if model is None:
+            return
+        self._refresh_table(model)
+        stream = self.query_one("#denials-stream", StreamView)
+        t0 = model.t0 or 0.0
+        stream.extend(denial_entry(e, t0)
+                      for e in fresh(model.denial_stream, model.denial_records, self._streamed))
+        self._streamed = model.denial_records
+        self.border_title = f"1 Denials · {model.denial_total}" if model.denial_total else \
+            "1 Denials"
+
+    def _refresh_table(self, model: RunModel, force: bool = False) -> None:
+        table = self.query_one("#denials-table", DataTable)
+        rows = self._visible_rows(model)
+        keys = [r.key for r in rows]
+        cursor_key = self._rows[table.cursor_row] if 0 <= table.cursor_row < len(self._rows) \
+            else None
+        if keys != self._rows or force:
+            table.clear()
+            for r in rows:
+                table.add_row(*self._cells(r), key=r.key)
+            self._rows = keys
+            if cursor_key in keys:
+                table.move_cursor(row=keys.index(cursor_key), animate=False)
+        else:
+            for r in rows:
+                for col, value in zip(("name", "group", "count", "errno", "pid", "comm",
+                                       "args"), self._cells(r), strict=True):
+                    table.update_cell(r.key, col, value)
+        self._show_detail(self.current_row())
+
+    @staticmethod
+    def _cells(r: DenialRow) -> tuple[Text, ...]:
+        name = r.name + (f" {r.family}" if r.family else "")
+        return (cell(name, "bold"), cell(r.group or "–", "dim"),
+                Text(str(r.count), justify="right", style="yellow" if r.count > 1 else ""),
+                cell(r.errno_name or str(r.errno), "red"), cell(r.pid), cell(r.comm, limit=24),
+                cell(format_args(r.decoded, r.args), limit=120))
+
+    def current_row(self) -> DenialRow | None:
+        if self._model is None:
+            return None
+        table = self.query_one("#denials-table", DataTable)
+        tabs = self.query_one("#denials-tabs", TabbedContent)
+        if tabs.active == "denials-stream-tab":
+            e = self.query_one("#denials-stream", StreamView).selected_payload
+            if e is not None:
+                from flue_tui.model import denial_key
+
+                return self._model.denials.get(denial_key(e))
+        if 0 <= table.cursor_row < len(self._rows):
+            return self._model.denials.get(self._rows[table.cursor_row])
+        return None
+
+    def _show_detail(self, row: DenialRow | None) -> None:
+        detail = self.query_one("#denials-detail", Static)
+        if row is None:
+            return
+        t = Text(no_wrap=True, overflow="ellipsis", end="")
+        t.append(plain(row.name), "bold")
+        t.append(f" ({row.group or 'no group'})", "dim")
+        t.append(f" answered {row.errno_name} ×{row.count}")
+        t.append(f" · last pid {row.pid} {plain(row.comm, 20)}", "dim")
+        if row.exe:
+            t.append(f" {plain(row.exe, 60)}", "dim")
+        detail.update(t)
+
+    @on(DataTable.RowHighlighted, "#denials-table")
+    def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        row = self.current_row()
+        self._show_detail(row)
+        self.post_message(self.RowHighlighted(row))
+
+
+# --------------------------------------------------------------------------- resources
+
+
+class ResourcesPanel(Panel):
+    panel_key = "resources"
+    title = "2 Resources"
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="cpu-label", classes="graph-label")
+        yield Graph(id="cpu-graph")
+        yield Static(id="mem-label", classes="graph-label")
+        yield Graph(id="mem-graph")
+        yield Static(id="pids-label", classes="graph-label")
+
+    def refresh_from(self, model: RunModel | None) -> None:
+        self.stale = False
+        if model is None:
+            return
+        samples = list(model.samples)
+        last = samples[-1] if samples else None
+        lim = (model.started.limits if model.started else {}) or {}
+        cpu_limit = (last.cpu_limit if last and last.cpu_limit else None) or lim.get("cpus")
+        mem_limit = (last.memory_limit if last and last.memory_limit else None) or \
+            lim.get("memory")
+        pids_limit = (last.pids_limit if last and last.pids_limit else None) or lim.get("pids")
+        markers: dict[int, str] = {}
+        for m in model.markers:
+            idx = next((i for i, s in enumerate(samples) if s.ts >= m.ts), len(samples) - 1)
+            markers[idx] = {"oom": "✖", "memory-limit": "▲", "pids-limit": "◆"}.get(m.kind, "•")
+        cpu = [s.cpu_percent for s in samples]
+        cpu_now = last.cpu_percent if last else None
+        peak_cpu = max((c for c in cpu if c is not None), default=None)
+        lbl = Text(no_wrap=True, overflow="ellipsis", end="")
+        lbl.append("CPU ", "bold")
+        lbl.append(fmt.percent(cpu_now).rjust(5), "bold")
+        lbl.append(f"  limit {fmt.cpus(cpu_limit)}", "dim")
+        lbl.append(f"  peak {fmt.percent(peak_cpu)}", "dim")
+        if last and last.cpu_nr_throttled:
+            lbl.append(f"  throttled ×{last.cpu_nr_throttled}", "yellow")
+        self.query_one("#cpu-label", Static).update(lbl)
+        self.query_one("#cpu-graph", Graph).set_data(
+            cpu, limit=cpu_limit * 100 if cpu_limit else None, floor=100.0)
+        mem = [s.memory_current for s in samples]
+        lbl = Text(no_wrap=True, overflow="ellipsis", end="")
+        lbl.append("Memory ", "bold")
+        lbl.append(fmt.size(last.memory_current if last else None).rjust(5), "bold")
+        lbl.append(f" / {fmt.size(mem_limit) if mem_limit else 'no limit'}", "dim")
+        lbl.append(f"  peak {fmt.size(last.memory_peak if last else None)}", "dim")
+        graph = self.query_one("#mem-graph", Graph)
+        graph.set_data(mem, limit=mem_limit, floor=32 << 20, markers=markers)
+        if graph.off_scale and mem_limit:
+            lbl.append("  (limit off scale)", "dim")
+        self.query_one("#mem-label", Static).update(lbl)
+        lbl = Text(no_wrap=True, overflow="ellipsis", end="")
+        lbl.append("pids ", "bold")
+        lbl.append(f"{last.pids_current if last and last.pids_current is not None else '–'}",
+                   "bold")
+        lbl.append(f" / {pids_limit or 'no limit'}", "dim")
+        if last and last.cpu_usage_ns is not None:
+            lbl.append(f"  cpu time {last.cpu_usage_ns / 1e9:.2f}s", "dim")
+        for m in model.markers[-3:]:
+            lbl.append(f"  {m.detail} at {m.ts - (model.t0 or m.ts):.1f}s", "red")
+        if not samples:
+            lbl.append("  (no samples yet)", "dim")
+        self.query_one("#pids-label", Static).update(lbl)
+
+
+# --------------------------------------------------------------------------- files
+
+MARK = {"added": ("+", "files--added"), "modified": ("~", "files--modified"),
+        "deleted": ("−", "files--deleted"), "present": (" ", "files--present")}
+
+
+def file_entry(e: Any, t0: float) -> tuple[Text, Any]:
+    mark, _ = MARK.get(e.change, ("?", ""))
+    style = {"added": "green", "modified": "yellow", "deleted": "red"}.get(e.change, "")
+    t = Text(no_wrap=True, end="")
+    t.append(f"{e.ts - t0:7.2f}s ", "dim")
+    t.append(f"{mark} {e.change:<8} ", style)
+    t.append(plain(e.path, 200) + ("/" if e.is_dir else ""))
+    if e.size is not None and not e.is_dir:
+        t.append(f"  {fmt.size(e.size)}", "dim")
+    return t, e
+
+
+class FilesPanel(Panel):
+    panel_key = "files"
+    title = "3 Files"
+    COMPONENT_CLASSES = {"files--added", "files--modified", "files--deleted", "files--present"}
+
+    def compose(self) -> ComposeResult:
+        with TabbedContent(id="files-tabs"):
+            with TabPane("Tree", id="files-tree-tab"):
+                yield Tree("/work", id="files-tree")
+            with TabPane("Changes", id="files-log-tab"):
+                yield StreamView(id="files-log", empty="no file changes yet")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self._logged = 0
+        self._tree_nodes: dict[str, TreeNode[Any]] = {}
+        tree = self.query_one("#files-tree", Tree)
+        tree.show_root = True
+        tree.root.expand()
+        tree.guide_depth = 2
+
+    @property
+    def filter_target(self) -> StreamView | None:
+        if self.query_one("#files-tabs", TabbedContent).active == "files-log-tab":
+            return self.query_one("#files-log", StreamView)
+        return None
+
+    def set_filter(self, text: str) -> None:
+        super().set_filter(text)
+        self.query_one("#files-log", StreamView).set_filter(text)
+
+    def reset(self) -> None:
+        super().reset()
+        self._logged = 0
+        self._tree_nodes = {}
+        tree = self.query_one("#files-tree", Tree)
+        tree.clear()
+        self.query_one("#files-log", StreamView).clear()
+
+    def _label(self, f: FileState, name: str) -> Text:
+        mark, cls = MARK.get(f.change, ("?", "files--present"))
+        style = self.get_component_rich_style(cls)
+        t = Text(no_wrap=True, end="")
+        t.append(f"{mark} ", style)
+        t.append(plain(name, 80) + ("/" if f.is_dir else ""), style)
+        if f.size is not None and not f.is_dir and f.change != "deleted":
+            t.append(f"  {fmt.size(f.size)}", "dim")
+        return t
+
+    def refresh_from(self, model: RunModel | None) -> None:
+        self.stale = False
+        if model is None:
+            return
+        self.query_one("#files-log", StreamView).extend(
+            file_entry(e, model.t0 or 0.0)
+            for e in fresh(model.file_log, model.file_events, self._logged))
+        self._logged = model.file_events
+        self._rebuild_tree(model)
+        counts = {"added": 0, "modified": 0, "deleted": 0}
+        for f in model.files.values():
+            if f.change in counts:
+                counts[f.change] += 1
+        summary = " ".join(f"{MARK[k][0]}{v}" for k, v in counts.items() if v)
+        self.border_title = "3 Files" + (f" · {summary}" if summary else "")
+
+    def _rebuild_tree(self, model: RunModel) -> None:
+        tree = self.query_one("#files-tree", Tree)
+        roots = {"/work": tree.root}
+        for path in sorted(model.files):
+            f = model.files[path]
+            if path in self._tree_nodes:
+                node = self._tree_nodes[path]
+                node.set_label(self._label(f, os.path.basename(path)))
+                continue
+            top = "/work" if path == "/work" or path.startswith("/work/") else \
+                "/" + path.strip("/").split("/")[0]
+            if top not in roots:
+                roots[top] = self._tree_nodes.get(top) or tree.root.add(Text(top, "bold"),
+                                                                  expand=True)
+                self._tree_nodes.setdefault(top, roots[top])
+            if path == top:
+                continue
+            parent_path = os.path.dirname(path)
+            parent = self._tree_nodes.get(parent_path) or roots.get(parent_path)
+            if parent is None:
+                parent = self._ensure_dir(tree, roots[top], top, parent_path)
+            label = self._label(f, os.path.basename(path))
+            if f.is_dir:
+                node = parent.add(label, expand=True)
+            else:
+                node = parent.add_leaf(label)
+            node.data = path
+            self._tree_nodes[path] = node
+        tree.root.set_label(Text("/work (workspace)", "bold"))
+
+    def _ensure_dir(self, tree: Tree[Any], root: TreeNode[Any], top: str,
+                    path: str) -> TreeNode[Any]:
+        node = root
+        cur = top
+        for part in short_path(path, top).split("/"):
+            if part in ("", "."):
+                continue
+            cur = f"{cur}/{part}"
+            nxt = self._tree_nodes.get(cur)
+            if nxt is None:
+                nxt = node.add(Text(plain(part) + "/", "dim"), expand=True)
+                self._tree_nodes[cur] = nxt
+            node = nxt
+        return node
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class ProcessesPanel(Panel):
+    panel_key = "processes"
+    title = "4 Processes"
+
+    def compose(self) -> ComposeResult:
+        yield DataTable(id="proc-table", cursor_type="row")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        table = self.query_one("#proc-table", DataTable)
+        table.add_column("pid", key="pid", width=5)
+        table.add_column("CPU", key="cpu", width=5)
+        table.add_column("RSS", key="rss", width=6)
+        table.add_column("command", key="cmd")
+
+    def reset(self) -> None:
+        super().reset()
+        self.query_one("#proc-table", DataTable).clear()
+
+    def refresh_from(self, model: RunModel | None) -> None:
+        self.stale = False
+        if model is None:
+            return
+        table = self.query_one("#proc-table", DataTable)
+        cursor = table.cursor_row
+        table.clear()
+        alive = 0
+        f = self.filter_text.lower()
+        for depth, row in model.process_tree():
+            if f and f not in row.command.lower():
+                continue
+            alive += row.alive
+            style = "" if row.alive else "dim"
+            branch = ("  " * (depth - 1) + "└ ") if depth else ""
+            cmd = Text(no_wrap=True, end="", style=style)
+            cmd.append(branch, "dim")
+            cmd.append(plain(row.command, 160))
+            if not row.alive and row.exit_code is not None:
+                cmd.append(f"  (exit {row.exit_code})", "dim")
+            cpu = fmt.percent(row.cpu) if row.alive else ""
+            rss = fmt.size(row.rss) if row.alive and row.rss else ""
+            table.add_row(Text(str(row.pid), style=style, justify="right"),
+                          Text(cpu, justify="right", style="bold" if (row.cpu or 0) > 50
+                               else style),
+                          Text(rss, justify="right", style=style), cmd)
+        if 0 <= cursor < table.row_count:
+            table.move_cursor(row=cursor, animate=False)
+        total = len(model.processes)
+        self.border_title = f"4 Processes · {alive} running" + (
+            f", {total - alive} exited" if total - alive else "")
+
+
+# --------------------------------------------------------------------------- output
+
+
+class OutputPanel(Panel):
+    panel_key = "output"
+    title = "5 Output"
+
+    def compose(self) -> ComposeResult:
+        yield StreamView(id="output-stream", empty="the program's stdout and stderr appear here")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self._shown = 0
+
+    @property
+    def filter_target(self) -> StreamView | None:
+        return self.query_one("#output-stream", StreamView)
+
+    def set_filter(self, text: str) -> None:
+        super().set_filter(text)
+        self.query_one("#output-stream", StreamView).set_filter(text)
+
+    def reset(self) -> None:
+        super().reset()
+        self._shown = 0
+        self.query_one("#output-stream", StreamView).clear()
+
+    def refresh_from(self, model: RunModel | None) -> None:
+        self.stale = False
+        if model is None:
+            return
+        out = model.output
+        entries = []
+        for line in fresh(out.lines, out.total, self._shown):
+            style = "output--stderr" if line.stream == "stderr" else ""
+            for t in neutralise(line.text):
+                if style:
+                    t.stylize(self.get_component_rich_style(style))
+                entries.append((t, line))
+        self.query_one("#output-stream", StreamView).extend(entries)
+        self._shown = out.total
+        self.border_title = f"5 Output · {out.total} lines" if out.total else "5 Output"
+
+    COMPONENT_CLASSES = {"output--stderr"}
+
+    @on(StreamView.Selected, "#output-stream")
+    def _selected(self, event: StreamView.Selected) -> None:
+        event.stop()

@@ -1,0 +1,100 @@
+"""The status line: state, command, elapsed time, exit status, and what is really in effect."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from flue_tui.model import RunModel
+from flue_tui.sanitize import plain
+from flue_tui.widgets import format as fmt
+
+STATE_STYLE = {
+    "idle": "status--idle",
+    "starting": "status--starting",
+    "running": "status--running",
+    "exited": "status--ok",
+    "failed": "status--bad",
+}
+
+
+class StatusLine(Static):
+    COMPONENT_CLASSES = {"status--idle", "status--starting", "status--running", "status--ok",
+                         "status--bad", "status--warn", "status--dim", "status--key"}
+    DEFAULT_CSS = """
+    StatusLine { height: 2; }
+    """
+
+    def show(self, run: RunModel | None, now: float, *, profile_label: str,
+             edits: tuple[int, int] = (0, 0), shared: tuple[tuple[str, str], ...] = ()) -> None:
+        style = self.get_component_rich_style
+        t = Text(no_wrap=True, overflow="ellipsis", end="")
+        if run is None:
+            t.append(" idle ", style("status--idle"))
+            t.append("  no command yet: ", style("status--dim"))
+            t.append("n", style("status--key"))
+            t.append(" starts one", style("status--dim"))
+            t.append(f"   profile {profile_label}")
+            self.update(t)
+            return
+        word = run.status_word()
+        key = run.state
+        if run.state == "exited" and run.exited is not None:
+            x = run.exited
+            bad = x.oom_killed or x.timed_out or x.signal or x.exit_code != 0
+            key = "failed" if bad else "exited"
+        t.append(f" {word} ", style(STATE_STYLE.get(key, "status--idle")))
+        t.append(f" #{run.number} ", style("status--dim"))
+        t.append(plain(" ".join(run.argv), 60))
+        t.append("  ⏱ " + fmt.seconds(run.elapsed(now)).strip())
+        t.append(f"  profile {profile_label}")
+        a, r = edits
+        if a or r:
+            t.append(f" (edited +{a} −{r})", style("status--warn"))
+        t.append(f"  denials {run.denial_total}", style("status--warn") if run.denial_total
+                 else None)
+        x = run.exited
+        if x is not None:
+            flags = [f for f, on in (("OOM", x.oom_killed), ("TIMEOUT", x.timed_out),
+                                     ("SECCOMP-KILL", x.seccomp_killed),
+                                     ("PIDS-LIMIT", x.pids_limit_hit),
+                                     ("MEM-LIMIT", x.memory_limit_hit)) if on]
+            if flags:
+                t.append("  " + " ".join(flags), style("status--bad"))
+        t.append("\n")
+        t.append(self._effective(run, shared))
+        self.update(t)
+
+    def _effective(self, run: RunModel, shared: tuple[tuple[str, str], ...]) -> Text:
+        style = self.get_component_rich_style
+        t = Text(no_wrap=True, overflow="ellipsis", end="", style=style("status--dim"))
+        s = run.started
+        if run.error:
+            t.append(" " + plain(run.error, 200), style("status--bad"))
+            return t
+        if s is None:
+            t.append(" starting the sandbox…")
+            return t
+        iso = s.isolation or {}
+        lim = s.limits or {}
+        ns = iso.get("namespaces") or []
+        seccomp = str(iso.get("seccomp", ""))
+        parts = [f"{len(ns)} namespaces" if ns else "no namespaces",
+                 "seccomp " + ("observed" if "observed" in seccomp else
+                               "errno-only" if seccomp else "off"),
+                 f"net {iso.get('network', '?')}",
+                 f"cgroup {iso.get('cgroup', 'none')}"]
+        limits = [f"mem {fmt.size(lim.get('memory'))}" if lim.get("memory") else "mem –",
+                  f"cpu {lim['cpus']:g}" if lim.get("cpus") else "cpu –",
+                  f"pids {lim['pids']}" if lim.get("pids") else "pids –",
+                  f"timeout {lim['timeout']:g}s" if lim.get("timeout") else "no timeout"]
+        t.append(" " + " · ".join(parts) + "   limits " + " ".join(limits))
+        if shared:
+            t.append("   shared ro: " + ", ".join(plain(inside, 40) for _, inside in shared))
+        degraded = list(s.degraded)
+        if degraded:
+            t.append("   ⚠ degraded: " + "; ".join(plain(d, 80) for d in degraded),
+                     style("status--warn"))
+        if run.exited is not None and run.exited.reason:
+            t.append("   " + plain(run.exited.reason, 120), style("status--bad"))
+        return t
