@@ -87,6 +87,9 @@ class SyscallDenied(Event):
     exe: str = ""
     count: int = 1  # > 1 when identical denials in a row were coalesced
     first_ts: float = 0.0
+    # a flood's overflow, merged per syscall and process: the calls' arguments differed
+    # (args and decoded are the first one's)
+    args_varied: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,11 @@ The supervisor holds the listener; every syscall the profile refuses with an err
 here, is answered at once with exactly that errno (so the program sees what a plain errno
 filter would give it), and is recorded. Identical denials in a row (same syscall, process and
 arguments) are coalesced into one counted record, so a flood keeps memory bounded while
-counts stay exact. The listener handles at most ``rate`` notifications a second per sandbox:
+counts stay exact. A flood whose arguments change on every call cannot be merged that way:
+past ``NEW_RECORDS_PER_FLUSH`` new records in one flush interval, further denials are merged
+per syscall and process into one record per interval (``args_varied`` when their arguments
+differed; ``args`` and ``decoded`` are the first call's), and only the first of them is
+decoded. The listener handles at most ``rate`` notifications a second per sandbox:
 beyond that the flooding process waits inside its syscall, so it -- not the supervisor, nor
 other sandboxes -- pays for the flood.
 """
@@ -23,6 +27,7 @@ from engine.seccomp import CompiledFilter
 BATCH = 512
 FLUSH_INTERVAL = 0.1
 DEFAULT_RATE = 100_000  # notifications per second per sandbox
+NEW_RECORDS_PER_FLUSH = 50  # distinct denials recorded one by one per flush interval
 
 
 def errno_name(n: int) -> str:
@@ -40,6 +45,9 @@ class DenialListener:
         self.by_name: dict[str, list[int]] = {}  # name -> [count, errno]
         self._pending: dict[str, Any] | None = None
         self._pending_key: tuple[Any, ...] | None = None
+        self._new_records = 0  # records started in this flush interval
+        # past that budget: (nr, host tid) -> the merged record of this interval
+        self._overflow: dict[tuple[int, int], dict[str, Any]] = {}
         self._poll = select.poll()
         self._poll.register(fd, select.POLLIN)
         self._loop = asyncio.get_running_loop()
@@ -120,8 +128,13 @@ class DenialListener:
             name = self.filt.name_of(n.nr)
             key = (n.nr, n.pid, n.args)
             # a new kind of denial is described while the caller still waits, so its memory
-            # can be read and validated; repeats are answered at once
-            info = None if key == self._pending_key else self._decoder.describe(n, name)
+            # can be read and validated; repeats (and merged overflow) are answered at once
+            if key == self._pending_key:
+                info = None
+            elif self._new_records < NEW_RECORDS_PER_FLUSH or (n.nr, n.pid) not in self._overflow:
+                info = self._decoder.describe(n, name)
+            else:
+                info = None
             try:
                 notify.respond_errno(self.fd, n.id, eno)
             except OSError:
@@ -162,23 +175,52 @@ class DenialListener:
             entry[0] += 1
             entry[1] = eno
         now = self.sb.now()
-        if info is None and self._pending is not None:
+        if key == self._pending_key and self._pending is not None:
             self._pending["count"] += 1
             self._pending["ts"] = now
             return
-        self._flush()
-        info = info or {}
-        rec = ev.SyscallDenied(self.sb.id, now, name=name, nr=n.nr, args=n.args,
-                               decoded=info.get("decoded", {}), errno=eno,
-                               errno_name=errno_name(eno), pid=info.get("pid", 0),
-                               host_pid=n.pid, tid=info.get("tid", n.pid),
-                               comm=info.get("comm", ""), exe=info.get("exe", ""), count=1,
-                               first_ts=now)
+        if self._new_records >= NEW_RECORDS_PER_FLUSH:
+            # over this interval's budget: merge per syscall and process until the next flush
+            merged = self._overflow.get((n.nr, n.pid))
+            if merged is not None:
+                merged["count"] += 1
+                merged["ts"] = now
+                merged["varied"] = merged["varied"] or n.args != merged["rec"].args
+                return
+            self._overflow[(n.nr, n.pid)] = {
+                "rec": self._new_record(n, name, eno, info, now), "count": 1, "ts": now,
+                "varied": False}
+            return
+        self._flush_pending()
+        rec = self._new_record(n, name, eno, info, now)
         self.sb.emit(rec)
+        self._new_records += 1
         self._pending_key = key
         self._pending = {"rec": rec, "count": 0, "ts": now, "first": now}
 
+    def _new_record(self, n: notify.Notification, name: str, eno: int,
+                    info: dict[str, Any] | None, now: float) -> ev.SyscallDenied:
+        info = info or {}
+        return ev.SyscallDenied(self.sb.id, now, name=name, nr=n.nr, args=n.args,
+                                decoded=info.get("decoded", {}), errno=eno,
+                                errno_name=errno_name(eno), pid=info.get("pid", 0),
+                                host_pid=n.pid, tid=info.get("tid", n.pid),
+                                comm=info.get("comm", ""), exe=info.get("exe", ""), count=1,
+                                first_ts=now)
+
     def _flush(self) -> None:
+        """Emit what was counted since the last flush; a new interval (and budget) begins."""
+        import dataclasses
+
+        self._flush_pending()
+        overflow, self._overflow = self._overflow, {}
+        for m in overflow.values():
+            rec: ev.SyscallDenied = m["rec"]
+            self.sb.emit(dataclasses.replace(rec, ts=m["ts"], count=m["count"],
+                                             args_varied=m["varied"]))
+        self._new_records = 0
+
+    def _flush_pending(self) -> None:
         p = self._pending
         if p is None or p["count"] == 0:
             return
