@@ -1,8 +1,9 @@
 /* Runs inside a sandbox: call syscall NR (all arguments 0) COUNT times in a tight loop and
  * print how many calls failed with the errno the first one got.
  *
- *     looper NR COUNT [wait]
+ *     looper NR COUNT [wait] [vary]
  *
+ * With "vary" the first argument is the loop counter, so no two calls are identical.
  * With "wait": print "ready", block until a line arrives on stdin, loop, print the result,
  * block again until the next line (or EOF), then exit, so the caller can look at the
  * supervisor before and after the flood. Output: "done FAILED errno ERRNO end".
@@ -22,12 +23,16 @@ static void wait_line(void) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: looper NR COUNT [wait]\n");
+        fprintf(stderr, "usage: looper NR COUNT [wait] [vary]\n");
         return 2;
     }
     long nr = atol(argv[1]);
     long count = atol(argv[2]);
-    int handshake = argc > 3 && strcmp(argv[3], "wait") == 0;
+    int handshake = 0, vary = 0;
+    for (int i = 3; i < argc; i++) {
+        handshake |= strcmp(argv[i], "wait") == 0;
+        vary |= strcmp(argv[i], "vary") == 0;
+    }
     if (handshake) {
         printf("ready\n");
         fflush(stdout);
@@ -36,7 +41,7 @@ int main(int argc, char **argv) {
     long failed = 0;
     int first = 0;
     for (long i = 0; i < count; i++) {
-        long r = syscall(nr, 0L, 0L, 0L, 0L, 0L, 0L);
+        long r = syscall(nr, vary ? i : 0L, 0L, 0L, 0L, 0L, 0L);
         if (r == -1) {
             if (first == 0)
                 first = errno;
