@@ -5,6 +5,7 @@ WorkspaceManifest at exit lists what remains. ``--events`` turns the watcher on.
 from __future__ import annotations
 
 import collections
+import os
 import textwrap
 
 import pytest
@@ -115,3 +116,43 @@ def test_the_manifest_at_exit_lists_what_remains(run_events):
     assert kinds.index(ev.WorkspaceManifest) > max(
         i for i, k in enumerate(kinds) if k is ev.FileChanged)
     assert kinds[-1] is ev.Exited
+
+
+BOUND_SCRIPT = textwrap.dedent(f"""
+    import os, shutil, time
+    os.chdir("/work")
+    time.sleep({PAUSE})
+    with open("a.txt", "a") as f:
+        f.write("more\\n")
+    os.unlink("b.txt")
+    shutil.rmtree("sub")
+    with open("c.txt", "w") as f:
+        f.write("new\\n")
+    time.sleep({PAUSE})
+""")
+
+
+def test_a_bound_workspace_s_existing_files_are_not_news_but_their_changes_are(flue):
+    uid = int(os.environ.get("FLUE_TEST_UID", "4242"))
+    ws = flue.tmpdir("ws", owner=uid)  # as root the sandbox's user maps to the owner
+    for name, text in (("a.txt", "a\n"), ("b.txt", "b\n"), ("keep.txt", "k\n"),
+                       ("sub/s.txt", "s\n")):
+        p = ws / name
+        p.parent.mkdir(exist_ok=True)
+        p.write_text(text)
+    for p in (ws, ws / "sub", *ws.rglob("*")):
+        os.chown(p, uid, uid)
+    path = ob.events_path(flue)
+    r = flue.run(["python3", "-c", BOUND_SCRIPT], "--events", str(path),
+                 "--workspace", str(ws))
+    assert r.returncode == 0, r
+    events = ob.read_events(path)
+    seen = collections.Counter((c.change, c.path) for c in ob.of(events, ev.FileChanged))
+    assert seen == collections.Counter({
+        ("modified", "/work/a.txt"): 1, ("deleted", "/work/b.txt"): 1,
+        ("deleted", "/work/sub"): 1, ("deleted", "/work/sub/s.txt"): 1,
+        ("added", "/work/c.txt"): 1}), sorted(seen)
+    manifest = ob.one(events, ev.WorkspaceManifest)
+    assert [(p, s) for p, s, _m in manifest.entries] == [
+        ("/work/a.txt", 7), ("/work/c.txt", 4), ("/work/keep.txt", 2)]
+    assert sorted(os.listdir(ws)) == ["a.txt", "c.txt", "keep.txt"], "the host sees the same"
