@@ -269,6 +269,23 @@ class Flue:
         self._cleanup.append(h)
         return h
 
+    def start_python(self, code: str, *args: str, delegate: bool | None = None,
+                     env: dict[str, str] | None = None) -> Handle:
+        """Start a Python program (that uses the engine's API) as this mode's user, in a
+        delegated cgroup like ``flue run``; its stdout and stderr are pipes."""
+        dlg = None
+        if self.mode == "user" and delegate is not False:
+            dlg = hcg.delegate(self.uid, self.gid)
+            self._cleanup.append(dlg)
+        py = sys.executable if self.mode == "root" else self.s.py
+        argv = self._wrap([py, "-c", textwrap.dedent(code), *args], dlg)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=self.env(env), cwd=self.s.scratch,
+                                start_new_session=True)
+        h = Handle(self, proc, argv, None, dlg)
+        self._cleanup.append(h)
+        return h
+
     def cli(self, *args: str, timeout: float = RUN_TIMEOUT) -> subprocess.CompletedProcess[str]:
         """Any other flue subcommand (``doctor``, ``profiles ...``), as this mode's user."""
         argv = self._wrap([*self.base_argv(args[0]), *args[1:]], None)

@@ -96,11 +96,14 @@ def test_sigkill_to_flue_run_leaves_nothing_running_or_mounted(flue, marker):
     inside = host.pids_with_marker(marker)
     # flue run, the keeper, PID 1 and the shell carry the marker
     assert len(inside) >= 3, host.describe(inside)
+    tree = host.descendants(h.pid)
+    # flue run, the keeper, PID 1, the shell and its three sleeps (the orphan reparented)
+    assert len(tree) >= 7, host.describe(list(tree))
     cgroups = _sandbox_cgroups(flue, h)
     assert cgroups, "the sandbox was not in a cgroup"
     os.kill(h.pid, signal.SIGKILL)
     h.proc.wait(timeout=10)
-    survivors = host.wait_marker_gone(marker, timeout=15)
+    survivors = host.wait_marker_gone(marker, timeout=15) + host.still_alive(tree)
     assert not survivors, host.describe(survivors)
     deadline = time.monotonic() + 10
     while any(os.path.exists(d) for d in cgroups) and time.monotonic() < deadline:

@@ -57,3 +57,48 @@ def mounts() -> set[str]:
             sep = fields.index("-")
             out.add(f"{fields[0]} {fields[4]} {fields[sep + 1]} {fields[sep + 2]}")
     return out
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(ppid, start time) of ``pid``, or None when it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(")") + 2:].split()
+    if fields[0] == "Z":
+        return None
+    return int(fields[1]), int(fields[19])
+
+
+def descendants(root: int) -> dict[int, int]:
+    """Every live descendant of ``root`` (and ``root``): pid -> start time."""
+    table = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = _stat(int(name))
+            if st is not None:
+                table[int(name)] = st
+    out: dict[int, int] = {}
+    if root in table:
+        out[root] = table[root][1]
+    grew = True
+    while grew:
+        grew = False
+        for pid, (ppid, start) in table.items():
+            if ppid in out and pid not in out:
+                out[pid] = start
+                grew = True
+    return out
+
+
+def still_alive(procs: dict[int, int], timeout: float = 10.0) -> list[int]:
+    """The processes of ``procs`` (pid -> start time) still alive after waiting up to
+    ``timeout``; a reused pid does not count."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [p for p, start in procs.items() if (st := _stat(p)) is not None and st[1] == start]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.02)

@@ -1,0 +1,74 @@
+"""The engine's API from a multi-threaded caller (what the TUI is): sandboxes are forked by
+the fork server, and still die, and leave no cgroup, when the caller is SIGKILLed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+from helpers import host
+
+pytestmark = pytest.mark.sandbox
+
+THREADED = '''
+import json, os, sys, threading
+from engine import sandbox
+from engine.profile import load_profile
+from engine.sandbox import run_sync
+
+threading.Thread(target=threading.Event().wait, daemon=True).start()  # now multi-threaded
+r, w = os.pipe()
+res = run_sync(["sh", "-c", "echo hello-$((6*7)); exit 5"], load_profile("default"),
+               stdio=(0, w, 2))
+os.close(w)
+out = os.read(r, 100).decode()
+res2 = run_sync(["sleep", "100"], load_profile("default", overrides={"limits": {"timeout": 1}}))
+print(json.dumps({"out": out, "exit": res.exit_code, "degraded": res.degraded,
+                  "spawner": type(sandbox._fork_server).__name__,
+                  "timeout_exit": res2.exit_code, "timed_out": res2.timed_out}))
+'''
+
+
+def test_fork_server_runs_sandboxes_for_a_threaded_caller(flue):
+    h = flue.start_python(THREADED)
+    r = h.finish(timeout=60)
+    assert r.returncode == 0, r
+    got = json.loads(r.stdout)
+    assert got == {"out": "hello-42\n", "exit": 5, "degraded": [], "spawner": "ForkServer",
+                   "timeout_exit": 137, "timed_out": True}, got
+    assert not r.cgroup_leftovers, r
+
+
+KILLED = '''
+import os, sys, threading
+from engine.profile import load_profile
+from engine.sandbox import run_sync
+
+threading.Thread(target=threading.Event().wait, daemon=True).start()
+run_sync(["sh", "-c", "echo ready; sleep 1000 & sleep 1000 # " + sys.argv[1]],
+         load_profile("default"))
+'''
+
+
+def test_sigkill_of_a_threaded_caller_takes_its_sandboxes_down(flue, marker):
+    before = host.mounts()
+    h = flue.start_python(KILLED, marker)
+    h.read_until("ready")
+    assert host.pids_with_marker(marker)
+    tree = host.descendants(h.pid)
+    # the caller, the fork server, the keeper, PID 1, the shell and its sleeps
+    assert len(tree) >= 6, host.describe(list(tree))
+    cgroups = h.dlg.leftovers() if h.dlg else flue.s.root_leftovers(h.pid)
+    assert cgroups, "the sandbox was not in a cgroup"
+    os.kill(h.pid, signal.SIGKILL)
+    h.proc.wait(timeout=10)
+    survivors = host.wait_marker_gone(marker, timeout=15) + host.still_alive(tree)
+    assert not survivors, host.describe(survivors)
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(d) for d in cgroups) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not [d for d in cgroups if os.path.exists(d)], "the sandbox's cgroup survived"
+    assert not host.mounts() - before
