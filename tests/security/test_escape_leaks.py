@@ -223,3 +223,31 @@ def test_loopback_mode_has_a_working_private_loopback(flue):
     r = flue.run(["python3", "-c", code], "--net", "loopback")
     assert r.returncode == 0, r
     assert r.stdout.strip() == "ping"
+
+
+PID1 = textwrap.dedent("""
+    import json, os
+    out = {}
+    for what in ("fd", "environ", "mem", "maps", "root", "cwd", "exe", "fdinfo"):
+        p = "/proc/1/" + what
+        try:
+            if what in ("root", "cwd", "exe"):
+                out[what] = os.readlink(p)
+            elif os.path.isdir(p) and what in ("fd", "fdinfo"):
+                out[what] = os.listdir(p)
+            else:
+                with open(p, "rb") as f:
+                    out[what] = len(f.read(64))
+        except OSError as e:
+            out[what] = e.errno
+    print(json.dumps(out))
+""")
+
+
+def test_pid1_is_opaque_to_the_sandbox(flue):
+    # PID 1 is a fork of flue: it holds the control socket, flue's memory and environment
+    r = flue.run(["python3", "-c", PID1])
+    assert r.returncode == 0, r
+    got = json.loads(r.stdout)
+    for what, res in got.items():
+        assert res == 13, (what, res)  # EACCES

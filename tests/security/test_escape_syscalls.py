@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import platform
 import signal
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -48,6 +50,31 @@ def test_native_syscall_of_the_same_number_works(flue, x86_64):
     r = flue.run(["python3", "-c", SYSCALL, hex(GETPID)])
     assert r.returncode == 0, r
     assert "returned 2 0" in r.stdout, r  # the main process is PID 2 of its namespace
+
+
+I386 = textwrap.dedent("""
+    import ctypes, mmap
+    code = bytes([0xb8, 0x14, 0, 0, 0, 0xcd, 0x80, 0xc3])  # mov eax, 20 (getpid); int 0x80; ret
+    m = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    m.write(code)
+    f = ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(m)))
+    print("calling", flush=True)
+    print("returned", f(), flush=True)
+""")
+
+
+def test_i386_abi_through_int80_kills_the_process(flue, x86_64):
+    # the control: on the host the 32-bit entry point answers (the kernel has IA32 emulation)
+    host = subprocess.run([sys.executable, "-c", I386], capture_output=True, text=True,
+                          timeout=30)
+    emulation = "returned" in host.stdout
+    r = flue.run(["python3", "-c", I386])
+    assert "calling" in r.stdout and "returned" not in r.stdout, r
+    if emulation:
+        assert r.returncode == 128 + signal.SIGSYS, r
+        assert r.report["seccomp_killed"] is True, r.report
+    else:  # no IA32 emulation: the kernel itself refuses (SIGSEGV)
+        assert r.returncode in (128 + signal.SIGSYS, 128 + signal.SIGSEGV), r
 
 
 NS = textwrap.dedent("""

@@ -84,7 +84,7 @@ def test_tiocsti_on_stdin_fails_and_injects_nothing(flue):
         # the filter refused them (not only the kernel's own controlling-tty check)
         attempts = len(REQUESTS) * len(PAYLOAD.encode())
         denials = r.report["denials"]
-        assert denials.get("ioctl", {}).get("count", 0) >= attempts, denials
+        assert denials.get("ioctl", {}).get("count", 0) == attempts, denials
     finally:
         pty.close()
 
