@@ -66,9 +66,12 @@ class FlueApp(App[int]):
     def __init__(self, *, spec: RunSpec | None = None, profile: str = "default",
                  bridge: Bridge | None = None, clock: Callable[[], float] | None = None,
                  remember: bool = True, record_to: str | None = None,
-                 keymap: dict[str, str] | None = None) -> None:
+                 keymap: dict[str, str] | None = None, cwd: str | None = None,
+                 blink: bool = True) -> None:
         super().__init__()
         self.spec = spec
+        self.cwd = cwd or os.getcwd()  # where the launch form resolves relative scripts
+        self.blink = blink  # False in tests and snapshots: no cursor blink
         self.profile_ref = spec.profile if spec else profile
         self.bridge = bridge or Bridge(self.post_message, record_to=record_to)
         self._clock = clock
@@ -480,10 +483,10 @@ class FlueApp(App[int]):
 
 def make_app(argv: list[str] | tuple[str, ...] | None = None, *, profile: str = "default",
              cwd: str | None = None, workspace: str = "", limits: Any = None,
-             replay: str | os.PathLike[str] | None = None, replay_speed: float = 0.0,
+             replay: Any = None, replay_speed: float = 0.0,
              replay_upto: int | None = None, clock: Callable[[], float] | None = None,
              remember: bool = True, record_to: str | None = None,
-             keymap: dict[str, str] | None = None) -> FlueApp:
+             keymap: dict[str, str] | None = None, blink: bool = True) -> FlueApp:
     """The app, configured. With ``argv`` it launches at once; with ``replay`` it plays a
     recorded event stream instead of running anything (tests, snapshots)."""
     from flue_tui.runspec import QuickLimits
@@ -493,7 +496,7 @@ def make_app(argv: list[str] | tuple[str, ...] | None = None, *, profile: str = 
         spec = RunSpec(argv=tuple(argv), profile=profile, cwd=cwd or os.getcwd(),
                        workspace=workspace, limits=limits or QuickLimits())
     app = FlueApp(spec=spec, profile=profile, clock=clock, remember=remember,
-                  record_to=record_to, keymap=keymap)
+                  record_to=record_to, keymap=keymap, cwd=cwd, blink=blink)
     if replay is not None:
         app.bridge = ReplayBridge(app.post_message, replay, speed=replay_speed,
                                   upto=replay_upto)

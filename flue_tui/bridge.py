@@ -158,21 +158,33 @@ class ReplayBridge(Bridge):
     played, so elapsed times are deterministic.
     """
 
-    def __init__(self, post: Callable[[Any], Any], recording: str | Path | Sequence[ev.Event],
+    def __init__(self, post: Callable[[Any], Any],
+                 recording: str | os.PathLike[str] | Sequence[Any],
                  *, speed: float = 0.0, upto: int | None = None,
                  interval: float = DEFAULT_INTERVAL) -> None:
         super().__init__(post, interval=interval)
-        if isinstance(recording, (str, Path, os.PathLike)):
-            lines = Path(recording).read_text(encoding="utf-8").splitlines()
-            self.events = [ev.Event.from_json(line) for line in lines if line.strip()]
+        # one recording, or a list of them: run N plays the Nth (the last one repeats)
+        if isinstance(recording, (str, os.PathLike)):
+            recordings = [recording]
+        elif recording and isinstance(recording[0], ev.Event):
+            recordings = [recording]
         else:
-            self.events = list(recording)
+            recordings = list(recording)
+        self.recordings = [self._load(r) for r in recordings]
+        self.events = self.recordings[0] if self.recordings else []
         self.speed = speed
         self.upto = upto
         self._now = self.events[0].ts if self.events else 0.0
         self.clock = lambda: self._now
         self.runs: list[tuple[tuple[str, ...], Any]] = []  # what the app asked to run
         self._stop = False
+
+    @staticmethod
+    def _load(recording: Any) -> list[ev.Event]:
+        if isinstance(recording, (str, os.PathLike)):
+            lines = Path(recording).read_text(encoding="utf-8").splitlines()
+            return [ev.Event.from_json(line) for line in lines if line.strip()]
+        return list(recording)
 
     def start_spawner(self) -> None:  # no kernel needed
         pass
@@ -187,6 +199,8 @@ class ReplayBridge(Bridge):
         self.runs.append((prepared.argv, profile))
         self._stop = False
         batch = _Batcher(self.post, run)
+        self.events = self.recordings[min(len(self.runs), len(self.recordings)) - 1] \
+            if self.recordings else []
         events = self.events[: self.upto] if self.upto is not None else self.events
         prev_ts = events[0].ts if events else 0.0
         try:

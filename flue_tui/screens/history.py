@@ -16,7 +16,7 @@ from flue_tui.sanitize import cell, plain
 
 def compare(before: RunModel | None, after: RunModel) -> Text:
     t = Text()
-    t.append(f"Run #{after.number}", "bold")
+    t.append(f"Run #{after.number} ", "bold")
     t.append(f"  {plain(' '.join(after.argv), 80)}  profile {plain(after.profile)}\n", "dim")
     if after.changes:
         t.append("changes before this run: ", "bold")

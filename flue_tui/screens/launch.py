@@ -15,6 +15,7 @@ from textual.widgets.option_list import Option
 
 from flue_tui.runspec import QuickLimits, RunSpec
 from flue_tui.sanitize import plain
+from flue_tui.widgets import no_blink
 
 
 class LaunchScreen(Screen[RunSpec | None]):
@@ -52,9 +53,9 @@ class LaunchScreen(Screen[RunSpec | None]):
                 with Vertical(classes="form-col"):
                     yield Label("Directory: relative script paths resolve here",
                                 classes="form-label")
-                    yield Input(value=spec.cwd if spec else os.getcwd(), id="launch-cwd")
+                    yield Input(value=spec.cwd if spec else self.app.cwd, id="launch-cwd")
                 with Vertical(classes="form-col"):
-                    yield Label("Workspace: host dir bound rw at /work (empty: private tmpfs)",
+                    yield Label("Workspace: host dir, rw at /work (empty: tmpfs)",
                                 classes="form-label")
                     yield Input(value=spec.workspace if spec else "", id="launch-workspace",
                                 placeholder="(private tmpfs)")
@@ -71,7 +72,7 @@ class LaunchScreen(Screen[RunSpec | None]):
                             classes="limit-input")
                 yield Input(value=lim.timeout, placeholder="timeout 30s", id="launch-timeout",
                             classes="limit-input")
-                yield Select([("network: profile's", ""), ("none", "none"),
+                yield Select([("net: profile's", ""), ("none", "none"),
                               ("loopback", "loopback")], value=lim.network, allow_blank=False,
                              id="launch-network")
             yield Static(id="launch-error")
@@ -96,6 +97,7 @@ class LaunchScreen(Screen[RunSpec | None]):
         if not self._recent:
             ol.add_option(Option(Text("none yet", "dim"), id="none", disabled=True))
         self.query_one("#launch-cmd", Input).focus()
+        no_blink(self)
 
     @on(OptionList.OptionSelected, "#launch-recent")
     def _recent_chosen(self, event: OptionList.OptionSelected) -> None:

@@ -10,6 +10,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, TabbedContent
 
 from flue_tui.model import RunModel
+from flue_tui.widgets import no_blink
 from flue_tui.widgets.panels import (
     DenialsPanel,
     FilesPanel,
@@ -75,6 +76,7 @@ class MonitorScreen(Screen[None]):
     def on_mount(self) -> None:
         self.query_one("#filter", Input).display = False
         self.query_one("#denials-table", DataTable).focus()
+        no_blink(self)
         self.refresh_all()
 
     # --- data ------------------------------------------------------------------------------

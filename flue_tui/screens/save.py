@@ -14,6 +14,7 @@ from textual.widgets import Button, Input, Label, Static
 
 from flue_tui.sanitize import plain
 from flue_tui.screens.tune import diff_text
+from flue_tui.widgets import no_blink
 
 
 class SaveModal(ModalScreen[object]):
@@ -54,6 +55,7 @@ class SaveModal(ModalScreen[object]):
         if err is not None:
             self._show_error(err.render())
         self.query_one("#save-target", Input).focus()
+        no_blink(self)
 
     def _show_error(self, message: str) -> None:
         box = self.query_one("#save-error", Static)

@@ -11,6 +11,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, Select, Static
 
 from flue_tui.sanitize import plain
+from flue_tui.widgets import no_blink
 
 
 def diff_text(diff: str) -> Text:
@@ -60,7 +61,7 @@ class TuneScreen(Screen[None]):
                     yield Input(placeholder="pids 256", id="tune-pids", classes="limit-input")
                     yield Input(placeholder="timeout 30s", id="tune-timeout",
                                 classes="limit-input")
-                yield Label("Mounts: add SRC[:DST][:ro|rw], or -DST removes", classes="form-label")
+                yield Label("Mounts: SRC[:DST][:rw] adds, -DST removes", classes="form-label")
                 yield Input(placeholder="/host/data:/data:ro", id="tune-bind")
                 yield Label("Env: KEY=VALUE sets, KEY= unsets", classes="form-label")
                 yield Input(placeholder="AGENT_MODE=dry-run", id="tune-env")
@@ -79,6 +80,7 @@ class TuneScreen(Screen[None]):
     def on_mount(self) -> None:
         self.refresh_draft()
         self.query_one("#tune-network", Select).focus()
+        no_blink(self)
 
     def refresh_draft(self) -> None:
         app = self.app
@@ -118,12 +120,13 @@ class TuneScreen(Screen[None]):
             from flue_tui.widgets import format as fmt
 
             lim = prof.limits
+            short = {"memory": "mem", "cpus": "cpus", "pids": "pids", "timeout": "timeout"}
             hints = {"memory": fmt.size(lim.memory) if lim.memory else "none",
                      "cpus": f"{lim.cpus:g}" if lim.cpus else "none",
                      "pids": str(lim.pids) if lim.pids else "none",
                      "timeout": f"{lim.timeout:g}s" if lim.timeout else "none"}
             for key, now in hints.items():
-                self.query_one(f"#tune-{key}", Input).placeholder = f"{key} (now {now})"
+                self.query_one(f"#tune-{key}", Input).placeholder = f"{short[key]} {now}"
 
     # --- knobs ---------------------------------------------------------------------------------
 

@@ -32,5 +32,5 @@ def percent(p: float | None) -> str:
 
 def cpus(c: float | None) -> str:
     if c is None:
-        return "no limit"
+        return "none"
     return f"{c:g} CPU" + ("s" if c != 1 else "")

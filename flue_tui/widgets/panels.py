@@ -91,11 +91,11 @@ class DenialsPanel(Panel):
         super().on_mount()
         table = self.query_one("#denials-table", DataTable)
         table.add_column("syscall", key="name", width=16)
-        table.add_column("group", key="group", width=13)
-        table.add_column("count", key="count", width=6)
-        table.add_column("errno", key="errno", width=7)
-        table.add_column("pid", key="pid", width=4)
-        table.add_column("command", key="comm", width=10)
+        table.add_column("count", key="count", width=5)
+        table.add_column("errno", key="errno", width=6)
+        table.add_column("group", key="group", width=11)
+        table.add_column("pid", key="pid", width=3)
+        table.add_column("command", key="comm", width=8)
         table.add_column("last arguments", key="args")
         self._rows: list[str] = []
         self._streamed = 0
@@ -160,7 +160,7 @@ class DenialsPanel(Panel):
                 table.move_cursor(row=keys.index(cursor_key), animate=False)
         else:
             for r in rows:
-                for col, value in zip(("name", "group", "count", "errno", "pid", "comm",
+                for col, value in zip(("name", "count", "errno", "group", "pid", "comm",
                                        "args"), self._cells(r), strict=True):
                     table.update_cell(r.key, col, value)
         self._show_detail(self.current_row())
@@ -168,9 +168,10 @@ class DenialsPanel(Panel):
     @staticmethod
     def _cells(r: DenialRow) -> tuple[Text, ...]:
         name = r.name + (f" {r.family}" if r.family else "")
-        return (cell(name, "bold"), cell(r.group or "–", "dim"),
+        return (cell(name, "bold"),
                 Text(str(r.count), justify="right", style="yellow" if r.count > 1 else ""),
-                cell(r.errno_name or str(r.errno), "red"), cell(r.pid), cell(r.comm, limit=24),
+                cell(r.errno_name or str(r.errno), "red"), cell(r.group or "–", "dim"),
+                cell(r.pid), cell(r.comm, limit=24),
                 cell(format_args(r.decoded, r.args), limit=120))
 
     def current_row(self) -> DenialRow | None:
@@ -243,7 +244,7 @@ class ResourcesPanel(Panel):
         lbl = Text(no_wrap=True, overflow="ellipsis", end="")
         lbl.append("CPU ", "bold")
         lbl.append(fmt.percent(cpu_now).rjust(5), "bold")
-        lbl.append(f"  limit {fmt.cpus(cpu_limit)}", "dim")
+        lbl.append(f"  limit {fmt.cpus(cpu_limit)}" if cpu_limit else "  no limit", "dim")
         lbl.append(f"  peak {fmt.percent(peak_cpu)}", "dim")
         if last and last.cpu_nr_throttled:
             lbl.append(f"  throttled ×{last.cpu_nr_throttled}", "yellow")
@@ -255,11 +256,11 @@ class ResourcesPanel(Panel):
         lbl.append("Memory ", "bold")
         lbl.append(fmt.size(last.memory_current if last else None).rjust(5), "bold")
         lbl.append(f" / {fmt.size(mem_limit) if mem_limit else 'no limit'}", "dim")
-        lbl.append(f"  peak {fmt.size(last.memory_peak if last else None)}", "dim")
+        lbl.append(f" peak {fmt.size(last.memory_peak if last else None)}", "dim")
         graph = self.query_one("#mem-graph", Graph)
         graph.set_data(mem, limit=mem_limit, floor=32 << 20, markers=markers)
         if graph.off_scale and mem_limit:
-            lbl.append("  (limit off scale)", "dim")
+            lbl.append(" (off scale)", "dim")
         self.query_one("#mem-label", Static).update(lbl)
         lbl = Text(no_wrap=True, overflow="ellipsis", end="")
         lbl.append("pids ", "bold")

@@ -46,7 +46,7 @@ class StatusLine(Static):
         t.append(f" {word} ", style(STATE_STYLE.get(key, "status--idle")))
         t.append(f" #{run.number} ", style("status--dim"))
         t.append(plain(" ".join(run.argv), 60))
-        t.append("  ⏱ " + fmt.seconds(run.elapsed(now)).strip())
+        t.append("  " + fmt.seconds(run.elapsed(now)).strip())
         t.append(f"  profile {profile_label}")
         a, r = edits
         if a or r:

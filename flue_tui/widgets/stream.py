@@ -211,7 +211,7 @@ class StreamView(ScrollView, can_focus=True):
             if is_cursor:
                 text.stylize(self.get_component_rich_style("stream--cursor"))
             segments = list(text.render(self.app.console))
-            strip = Strip(segments, self._widths[item])
+            strip = Strip(segments, self._widths[item]).apply_style(base)
             if is_cursor:
                 strip = strip.extend_cell_length(max(width + scroll_x, self._widths[item]),
                                                  self.get_component_rich_style("stream--cursor"))
@@ -234,6 +234,12 @@ class StreamView(ScrollView, can_focus=True):
         elif not at_end and self.follow and new < old:
             self.follow = False
             self._update_subtitle()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._cache.clear()
+        if self.follow and self._view:
+            self.call_after_refresh(self.scroll_end, animate=False, immediate=True,
+                                    x_axis=False)
 
     def on_focus(self, event: events.Focus) -> None:
         self._cache.clear()

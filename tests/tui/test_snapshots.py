@@ -1,0 +1,127 @@
+"""SVG snapshots of every screen at 80x24 and 120x40, fed from a recorded real run.
+
+The recordings (tests/tui/recordings/, made by make_recording.py from real sandboxes) are
+replayed all at once through ``ReplayBridge``; the clock is fixed at the last event, cursors do
+not blink, XDG dirs are isolated and the profile is a fixture file, so the pictures are the
+same on every machine. Update with ``pytest tests/tui/test_snapshots.py --snapshot-update``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from conftest import AGENT_PROFILE, DEMO, DEMO_PTRACE, ROOT
+
+from flue_tui.app import make_app
+
+SIZES = [(80, 24), (120, 40)]
+PROFILE = str(AGENT_PROFILE.relative_to(ROOT))
+
+
+def app_for(**kw: Any):  # type: ignore[no-untyped-def]
+    return make_app(["python3", "examples/demo_agent.py"], profile=PROFILE, cwd="/home/user/project",
+                    replay=[DEMO, DEMO_PTRACE], remember=False, blink=False, **kw)
+
+
+async def settle(pilot: Any) -> None:
+    await pilot.pause()
+    await pilot.wait_for_scheduled_animations()
+    await pilot.pause(0.2)
+
+
+def select_denial(pilot: Any, key: str) -> None:
+    screen = pilot.app.screen
+    rows = screen.panel("denials")._rows
+    screen.query_one("#denials-table").move_cursor(row=rows.index(key), animate=False)
+
+
+def steps(*actions: Callable[[Any], Awaitable[None] | None]) -> Callable[[Any], Awaitable[None]]:
+    async def run_before(pilot: Any) -> None:
+        await settle(pilot)
+        for act in actions:
+            res = act(pilot)
+            if res is not None:
+                await res
+            await settle(pilot)
+        pilot.app.clear_notifications()
+        await settle(pilot)
+
+    return run_before
+
+
+async def allow_ptrace(pilot: Any) -> None:
+    select_denial(pilot, "ptrace")
+    await pilot.press("a")
+
+
+@pytest.fixture(autouse=True)
+def _chdir(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_monitor(snap_compare: Any, size: tuple[int, int]) -> None:
+    assert snap_compare(app_for(), terminal_size=size, run_before=steps())
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_monitor_stream_filtered(snap_compare: Any, size: tuple[int, int]) -> None:
+    async def stream(pilot: Any) -> None:
+        await pilot.press("right_square_bracket", "slash", *"mount", "enter")
+
+    assert snap_compare(app_for(), terminal_size=size, run_before=steps(stream))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_tune_with_diff(snap_compare: Any, size: tuple[int, int]) -> None:
+    async def tune(pilot: Any) -> None:
+        await pilot.press("t")
+
+    assert snap_compare(app_for(), terminal_size=size, run_before=steps(allow_ptrace, tune))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_save_dialog(snap_compare: Any, size: tuple[int, int]) -> None:
+    async def save(pilot: Any) -> None:
+        await pilot.press("ctrl+s")
+
+    assert snap_compare(app_for(), terminal_size=size, run_before=steps(allow_ptrace, save))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_errno_picker(snap_compare: Any, size: tuple[int, int]) -> None:
+    async def errno(pilot: Any) -> None:
+        select_denial(pilot, "mount")
+        await pilot.press("e")
+
+    assert snap_compare(app_for(), terminal_size=size, run_before=steps(errno))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_history_after_rerun(snap_compare: Any, size: tuple[int, int]) -> None:
+    async def rerun(pilot: Any) -> None:
+        await pilot.press("r")
+
+    async def history(pilot: Any) -> None:
+        await pilot.press("h")
+
+    assert snap_compare(app_for(), terminal_size=size,
+                        run_before=steps(allow_ptrace, rerun, history))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_launch(snap_compare: Any, size: tuple[int, int]) -> None:
+    async def launch(pilot: Any) -> None:
+        await pilot.press("n")
+
+    assert snap_compare(app_for(), terminal_size=size, run_before=steps(launch))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_help(snap_compare: Any, size: tuple[int, int]) -> None:
+    async def help_(pilot: Any) -> None:
+        await pilot.press("question_mark")
+
+    assert snap_compare(app_for(), terminal_size=size, run_before=steps(help_))
