@@ -181,6 +181,7 @@ def machine() -> dict[str, Any]:
         "hyperfine": tool_version(["hyperfine", "--version"]) if shutil.which("hyperfine")
         else None,
         "euid": os.geteuid(),
+        "loadavg": list(os.getloadavg()),
     }
 
 
@@ -222,20 +223,40 @@ def preflight(label: str, argv: Sequence[str], env: dict[str, str] | None = None
 def parse_hyperfine(data: dict[str, Any], labels: Sequence[str]) -> dict[str, dict[str, Any]]:
     """hyperfine's --export-json, one result per command in order, as label -> stats in ms
     (p50/p95 from the individual run times)."""
-    results = data.get("results") or []
-    if len(results) != len(labels):
-        raise BenchError(f"hyperfine reported {len(results)} results for {len(labels)} commands")
+    return merge_hyperfine([(data, labels)])
+
+
+def merge_hyperfine(chunks: Sequence[tuple[dict[str, Any], Sequence[str]]]
+                    ) -> dict[str, dict[str, Any]]:
+    """Several hyperfine exports (each with its commands' labels, in its order) merged into
+    label -> stats in ms over every run of every chunk."""
+    times: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}  # user ms * runs, system ms * runs
+    failed: dict[str, int] = {}
+    commands: dict[str, str] = {}
+    for data, labels in chunks:
+        results = data.get("results") or []
+        if len(results) != len(labels):
+            raise BenchError(f"hyperfine reported {len(results)} results for {len(labels)} "
+                             "commands")
+        for label, res in zip(labels, results, strict=True):
+            ts = [t * 1000.0 for t in res.get("times") or []]
+            if not ts:
+                raise BenchError(f"hyperfine reported no run times for {label}")
+            times.setdefault(label, []).extend(ts)
+            acc = cpu.setdefault(label, [0.0, 0.0])
+            acc[0] += res.get("user", 0.0) * 1000.0 * len(ts)
+            acc[1] += res.get("system", 0.0) * 1000.0 * len(ts)
+            failed[label] = failed.get(label, 0) + sum(
+                1 for c in res.get("exit_codes") or [] if c not in (0, None))
+            commands[label] = res.get("command", "")
     out: dict[str, dict[str, Any]] = {}
-    for label, res in zip(labels, results, strict=True):
-        times = [t * 1000.0 for t in res.get("times") or []]
-        if not times:
-            raise BenchError(f"hyperfine reported no run times for {label}")
-        stats = summarize(times)
-        stats["user_ms"] = res.get("user", 0.0) * 1000.0
-        stats["system_ms"] = res.get("system", 0.0) * 1000.0
-        codes = [c for c in res.get("exit_codes") or [] if c not in (0, None)]
-        stats["failed_runs"] = len(codes)
-        stats["command"] = res.get("command", "")
+    for label, ts in times.items():
+        stats: dict[str, Any] = summarize(ts)
+        stats["user_ms"] = cpu[label][0] / len(ts)
+        stats["system_ms"] = cpu[label][1] / len(ts)
+        stats["failed_runs"] = failed[label]
+        stats["command"] = commands[label]
         out[label] = stats
     return out
 
@@ -268,19 +289,29 @@ def run_cold_start(cfg: Config) -> dict[str, Any]:
     python = [sys.executable, "-c", "pass"]
     preflight("flue run -- /bin/true", flue, env)
     preflight("bwrap ... /bin/true", bw, env)
-    labels = ("flue", "bwrap", "python")
-    raw = RESULTS_DIR / "cold-start-hyperfine.json"
-    argv = ["hyperfine", "-N", "--style", "basic", "--warmup", str(cfg.warmup),
-            "--runs", str(cfg.runs), "--export-json", str(raw),
-            *(shlex.join(c) for c in (flue, bw, python))]
-    say(f"cold start: hyperfine -N, {cfg.warmup} warmup + {cfg.runs} runs of each: flue, "
-        f"bwrap, and `python -c pass` (the interpreter's own floor)")
-    p = subprocess.run(argv, check=False, cwd=REPO, env=env, capture_output=True, text=True)
-    if p.returncode != 0:
-        raise BenchError(f"hyperfine failed (exit {p.returncode}):\n{p.stderr.strip()}")
-    stats = parse_hyperfine(json.loads(raw.read_text()), labels)
+    cmds = {"flue": flue, "bwrap": bw, "python": python}
+    # the machine's load changes over a minute: two hyperfine invocations in opposite orders,
+    # so no command gets only the quiet (or the busy) part of the run; exports are merged
+    n_chunks = max(1, min(cfg.chunks, cfg.runs))
+    per_chunk = math.ceil(cfg.runs / n_chunks)
+    say(f"cold start: hyperfine -N, {n_chunks} chunk(s) of {cfg.warmup} warmup + {per_chunk} "
+        "runs of each command, in alternating order: flue, bwrap, and `python -c pass` (the "
+        "interpreter's own floor)")
+    chunks = []
+    for i in range(n_chunks):
+        labels = ("flue", "bwrap", "python") if i % 2 == 0 else ("python", "bwrap", "flue")
+        raw = RESULTS_DIR / f"cold-start-hyperfine-{i + 1}.json"
+        argv = ["hyperfine", "-N", "--style", "basic", "--warmup", str(cfg.warmup),
+                "--runs", str(per_chunk), "--export-json", str(raw),
+                *(shlex.join(cmds[label]) for label in labels)]
+        p = subprocess.run(argv, check=False, cwd=REPO, env=env, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise BenchError(f"hyperfine failed (exit {p.returncode}):\n{p.stderr.strip()}")
+        chunks.append((json.loads(raw.read_text()), labels))
+    stats = merge_hyperfine(chunks)
     out = cold_start_summary(stats)
-    out["runs"], out["warmup"] = cfg.runs, cfg.warmup
+    out["runs"], out["warmup"] = per_chunk * n_chunks, cfg.warmup
+    out["chunks"] = n_chunks
     out["pythondontwritebytecode_removed"] = True
     out["commands"] = {"flue": "flue run -- /bin/true",
                        "bwrap": shlex.join(bwrap_argv(["/bin/true"])),
@@ -506,7 +537,7 @@ def run_memory(cfg: Config) -> dict[str, Any]:
         "bubblewrap first, then flue (default profile, --timeout "
         f"{cfg.sleep_timeout})")
     out: dict[str, Any] = {"sandboxes": n}
-    with open(RESULTS_DIR / "memory.log", "ab") as log:
+    with open(RESULTS_DIR / "memory.log", "wb") as log:
         for kind, argv in (("bwrap", bw), ("flue", flue)):
             say(f"memory: starting {n} {kind} sandboxes ...")
             out[kind] = measure_fleet(kind, argv, n, marker, cfg, env, log)
@@ -795,7 +826,7 @@ def run_supervisor(cfg: Config) -> dict[str, Any]:
         return [float(r["supervisor"][field]) for r in rows[key]]
     flood_cpu = statistics.median(col("flood", "cpu_seconds"))
     base_cpu = statistics.median(col("baseline", "cpu_seconds"))
-    flood_wall = statistics.median(col("flood", "wall_seconds"))
+    flood_s = statistics.median(float(r["ns"]) / 1e9 for r in rows["flood"])  # its own clock
     out = {
         "calls": k,
         "runs": runs,
@@ -806,9 +837,11 @@ def run_supervisor(cfg: Config) -> dict[str, Any]:
                      for f in ("cpu_seconds", "peak_rss_kib", "wall_seconds")},
         "cpu_seconds_per_100k_denials": supervisor_per_100k(flood_cpu, base_cpu, k),
         "cpu_seconds_per_100k_gross": flood_cpu / k * 100_000,
-        "supervisor_cpu_share_of_wall": ratio(flood_cpu, flood_wall),
-        "denials_per_second": k / flood_wall if flood_wall else None,
+        # the supervisor's extra CPU over the flood's duration (as the flood timed itself)
+        "supervisor_busy_share": ratio(flood_cpu - base_cpu, flood_s),
+        "denials_per_second": k / flood_s if flood_s else None,
         "counted_by_flue": [r.get("counted_by_flue") for r in rows["flood"]],
+        "rows": rows,
     }
     return out
 
@@ -827,9 +860,12 @@ def print_supervisor(r: dict[str, Any]) -> None:
     say(f"{'peak RSS KiB, without denials':34}{b['peak_rss_kib']['p50']:10.0f}"
         f"{b['peak_rss_kib']['p95']:10.0f}")
     say(f"supervisor CPU per 100k denials: {r['cpu_seconds_per_100k_denials']:.2f} s net "
-        f"({r['cpu_seconds_per_100k_gross']:.2f} s gross); busy "
-        f"{100 * (r['supervisor_cpu_share_of_wall'] or 0):.0f}% of the flood's wall time; "
-        f"{r['denials_per_second'] or 0:,.0f} denials/s")
+        f"({r['cpu_seconds_per_100k_gross']:.2f} s gross, start-up included), i.e. "
+        f"{r['cpu_seconds_per_100k_denials'] * 10:.1f} µs of supervisor CPU per denial")
+    say(f"during the flood the supervisor was busy {100 * (r['supervisor_busy_share'] or 0):.0f}% "
+        f"of the time; {r['denials_per_second'] or 0:,.0f} denials/s (p50 run)")
+    counted = r["counted_by_flue"]
+    say(f"denials counted in flue's report: {counted}")
 
 
 # ------------------------------------------------------------------------------- main
@@ -841,6 +877,7 @@ class Config:
     only: tuple[str, ...]
     runs: int
     warmup: int
+    chunks: int
     sandboxes: int
     inflight: int
     settle: float
@@ -859,7 +896,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     p.add_argument("--quick", action="store_true", help="fewer runs: a smoke check, not figures")
     p.add_argument("--only", action="append", default=[], metavar="NAME",
                    help=f"run only these sections ({', '.join(SECTIONS)}); repeatable or a,b")
-    p.add_argument("--runs", type=int, help="hyperfine runs per command (default 40; quick 5)")
+    p.add_argument("--runs", type=int,
+                   help="cold-start runs per command, over 2 hyperfine invocations in "
+                   "alternating order (default 60; quick 5, one invocation)")
     p.add_argument("--sandboxes", type=int, metavar="N",
                    help="concurrent idle sandboxes for the memory section (default 200; quick 10)")
     p.add_argument("--calls", type=int, metavar="K",
@@ -881,8 +920,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     cfg = Config(
         quick=q,
         only=tuple(only) or SECTIONS,
-        runs=_given(a.runs, 5 if q else 40),
-        warmup=1 if q else 5,
+        runs=_given(a.runs, 5 if q else 60),
+        warmup=1 if q else 3,
+        chunks=1 if q else 2,
         sandboxes=_given(a.sandboxes, 10 if q else 200),
         inflight=a.inflight,
         settle=0.5 if q else 2.0,
@@ -926,7 +966,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     say(f"flue benchmarks, {doc['date']}: kernel {m['kernel']}, {m['cpus']} CPUs, "
         f"{(m['mem_total_kib'] or 0) / 1048576:.1f} GiB"
         f"{', virtualized' if m['virtualized'] else ''}; {m['bwrap'] or 'no bwrap'}, "
-        f"{m['hyperfine'] or 'no hyperfine'}" + ("; QUICK (smoke check)" if cfg.quick else ""))
+        f"{m['hyperfine'] or 'no hyperfine'}; load average {m['loadavg'][0]:.2f}"
+        + ("; QUICK (smoke check)" if cfg.quick else ""))
     failed = False
     with terminate_as_interrupt():
         try:
@@ -947,9 +988,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             say("\nbench: interrupted; every process it started has been stopped")
             return 130
         finally:
+            doc["loadavg_at_end"] = list(os.getloadavg())
             cfg.output.parent.mkdir(parents=True, exist_ok=True)
             cfg.output.write_text(json.dumps(doc, indent=2) + "\n")
-    say(f"\nresults: {os.path.relpath(cfg.output, REPO)}")
+    say(f"\nload average at the end: {doc['loadavg_at_end'][0]:.2f}; "
+        f"results: {os.path.relpath(cfg.output, REPO)}")
     return 1 if failed else 0
 
 

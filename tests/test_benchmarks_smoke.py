@@ -80,6 +80,18 @@ def test_hyperfine_json_with_the_wrong_number_of_results_is_an_error() -> None:
         bench.parse_hyperfine(data, ("flue", "bwrap", "python"))
 
 
+def test_hyperfine_chunks_in_opposite_orders_are_merged_by_label() -> None:
+    first = fake_hyperfine([0.10, 0.20], [0.001, 0.003], [0.01, 0.01])
+    second = fake_hyperfine([0.01, 0.02], [0.002, 0.004], [0.30, 0.40])  # python, bwrap, flue
+    stats = bench.merge_hyperfine([(first, ("flue", "bwrap", "python")),
+                                   (second, ("python", "bwrap", "flue"))])
+    assert stats["flue"]["n"] == 4
+    assert stats["flue"]["p50"] == pytest.approx(250.0)  # of 100, 200, 300, 400 ms
+    assert stats["bwrap"]["p50"] == pytest.approx(2.5)  # of 1, 3, 2, 4 ms
+    assert stats["python"]["max"] == pytest.approx(20.0)
+    assert stats["flue"]["user_ms"] == pytest.approx(10.0)
+
+
 def test_ratio_and_its_formatting() -> None:
     assert bench.ratio(10, 4) == 2.5
     assert bench.ratio(1, 0) is None
