@@ -116,8 +116,12 @@ def test_a_half_cpu_quota_clips_the_burner_and_counts_throttling(flue):
     assert b.median <= 62 and b.average <= 60, str(b)
     assert abs(b.average - b.own) <= 25, str(b)
     last = b.samples[-1]
-    assert last.cpu_nr_throttled is not None and last.cpu_nr_throttled > 0, last
-    assert last.cpu_throttled_ns is not None and last.cpu_throttled_ns > 0, last
+    assert last.cpu_nr_throttled is not None and last.cpu_throttled_ns is not None, last
+    if b.average >= 40:
+        # the burner ran near its quota, so the quota must have clipped it; on a machine so
+        # busy that it got far less than half a CPU the quota never bound (nothing to count)
+        assert last.cpu_nr_throttled > 0, last
+        assert last.cpu_throttled_ns > 0, last
     assert last.cpu_limit == 0.5
     assert b.run.report["limits"]["cpus"] == 0.5, b.run.report["limits"]
 
