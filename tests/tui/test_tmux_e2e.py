@@ -1,0 +1,106 @@
+"""End to end, like a person: the installed flue-tui in tmux, typed at, read off the screen."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
+
+BIN = Path(sys.executable).parent / "flue-tui"
+
+
+def _skip_reason() -> str | None:
+    if shutil.which("tmux") is None:
+        return "tmux is not installed (apt-get install tmux)"
+    if not BIN.exists():
+        return f"flue-tui is not installed next to {sys.executable} (pip install -e .)"
+    return None
+
+
+class Tmux:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.name = f"flue-e2e-{uuid.uuid4().hex[:8]}"
+        envs = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        cmd = f"cd {shlex.quote(str(ROOT))} && env {envs} {shlex.quote(str(BIN))}; " \
+              "echo FLUE-TUI-EXITED $?; sleep 60"
+        subprocess.run(["tmux", "new-session", "-d", "-s", self.name, "-x", "120", "-y", "40",
+                        cmd], check=True)
+
+    def keys(self, *keys: str, literal: bool = False) -> None:
+        args = ["tmux", "send-keys", "-t", self.name] + (["-l"] if literal else []) + list(keys)
+        subprocess.run(args, check=True)
+        time.sleep(0.15)
+
+    def screen(self) -> str:
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name],
+                              capture_output=True, text=True, check=True).stdout
+
+    def wait_for(self, *needles: str, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        text = ""
+        while time.monotonic() < deadline:
+            text = self.screen()
+            if all(n in text for n in needles):
+                return text
+            time.sleep(0.2)
+        raise AssertionError(f"never saw {needles!r} on screen:\n{text}")
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+
+
+def test_person_runs_demo_allows_saves_quits(isolated_xdg: Path) -> None:
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    env = {k: os.environ[k] for k in ("XDG_CONFIG_HOME", "XDG_STATE_HOME")}
+    env.update(TERM="xterm-256color", TEXTUAL_ANIMATIONS="none", COLORTERM="truecolor")
+    t = Tmux(env)
+    try:
+        t.wait_for("New run", "Command")
+        t.keys("python3 examples/demo_agent.py", literal=True)
+        t.keys("Enter")
+        screen = t.wait_for("exited 0", "done in", timeout=40)
+        for name in ("mount", "ptrace", "unshare", "AF_PACKET"):
+            assert name in screen, name
+        assert "refused ptrace" in screen or "ptrace" in screen
+        # narrow the table to ptrace and allow it
+        t.keys("/")
+        t.keys("ptrace", literal=True)
+        t.keys("Enter")
+        t.keys("a")
+        t.wait_for("allow ptrace")
+        # save: a built-in goes to the user's profile dir
+        t.keys("C-s")
+        t.wait_for("Save profile default")
+        t.keys("Enter")
+        t.wait_for("profile saved")
+        saved = Path(env["XDG_CONFIG_HOME"]) / "flue" / "profiles" / "default.toml"
+        assert saved.is_file()
+        text = saved.read_text()
+        assert '"ptrace",' in text and "# flue's default profile" in text
+        # re-run with it: ptrace goes through now
+        t.keys("Escape")
+        t.keys("r")
+        screen = t.wait_for("#2", "exited 0", "done in", timeout=40)
+        assert "allowed: the worker can now be debugged" in screen
+        t.keys("h")
+        screen = t.wait_for("Run history", "1 denial(s) gone")
+        assert "ptrace" in screen
+        t.keys("Escape")
+        t.keys("q")
+        screen = t.wait_for("FLUE-TUI-EXITED 0", timeout=10)
+        recent = Path(env["XDG_STATE_HOME"]) / "flue" / "tui-recent.json"
+        assert "demo_agent.py" in recent.read_text()
+    finally:
+        t.kill()
