@@ -144,10 +144,12 @@ async def _run(a: argparse.Namespace, argv: list[str], profile: Any, binds: Any,
     loop = asyncio.get_running_loop()
     forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
                  signal.SIGUSR2, signal.SIGWINCH)
+    # handlers first: a signal during set-up is held by the sandbox and delivered when its
+    # main process runs, instead of killing flue half-way (which would leak the cgroup)
+    for sig in forwarded:
+        loop.add_signal_handler(sig, sb.send_signal, sig)
     try:
         await sb.start()
-        for sig in forwarded:
-            loop.add_signal_handler(sig, sb.send_signal, sig)
         result = await sb.wait()
     finally:
         for sig in forwarded:

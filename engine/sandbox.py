@@ -168,6 +168,7 @@ class Sandbox:
         self.files: Any = None
         self._started_sent = False
         self._events_used = False
+        self._pending_signals: list[int] = []
         self._early: list[ev.Event] = []
         self.main_host_pid: int | None = None
 
@@ -369,7 +370,13 @@ class Sandbox:
         return await self.wait()
 
     def send_signal(self, sig: int) -> None:
-        """Deliver ``sig`` to the sandbox's PID 1, which forwards it to the main process."""
+        """Deliver ``sig`` to the sandbox's PID 1, which forwards it to the main process.
+        A signal that comes before the main process runs is held and delivered then (SIGKILL
+        goes at once when PID 1 exists), so nothing sent early is lost."""
+        if self.main_pid_inside is None and not (sig == _signal.SIGKILL and self._pidfd):
+            if not self._closing:
+                self._pending_signals.append(sig)
+            return
         if self._pidfd is not None:
             try:
                 libc.pidfd_send_signal(self._pidfd, sig)
@@ -452,6 +459,9 @@ class Sandbox:
             self._start_listener()
         elif t == "started":
             self.main_pid_inside = int(msg["pid"])
+            pending, self._pending_signals = self._pending_signals, []
+            for sig in pending:
+                self.send_signal(sig)
             plan = self._plan_obj
             self.result.isolation = self._isolation(plan)
             self.result.limits = self._limits_dict()
