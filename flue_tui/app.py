@@ -239,7 +239,8 @@ class FlueApp(App[int]):
             remember(spec)
         number = len(self.runs) + 1
         model = RunModel(number, tuple(spec.argv), self.profile_label())
-        model.changes = list(self.draft.log[self._log_mark:])
+        model.changes = [c for c in self.draft.log[self._log_mark:]
+                         if not c.startswith("saved to ")]
         if not spec.limits.is_empty():
             model.changes.append(f"quick limits: {spec.limits.describe()}")
         self._log_mark = len(self.draft.log)

@@ -76,8 +76,11 @@ def test_person_runs_demo_allows_saves_quits(isolated_xdg: Path) -> None:
         assert "refused ptrace" in screen or "ptrace" in screen
         # narrow the table to ptrace and allow it
         t.keys("/")
+        t.wait_for("filter Denials")
         t.keys("ptrace", literal=True)
         t.keys("Enter")
+        screen = t.wait_for("Allow  r Re-run")
+        assert "filter Denials" not in screen
         t.keys("a")
         t.wait_for("allow ptrace")
         # save: a built-in goes to the user's profile dir
@@ -91,6 +94,7 @@ def test_person_runs_demo_allows_saves_quits(isolated_xdg: Path) -> None:
         assert '"ptrace",' in text and "# flue's default profile" in text
         # re-run with it: ptrace goes through now
         t.keys("Escape")
+        time.sleep(0.3)
         t.keys("r")
         screen = t.wait_for("#2", "exited 0", "done in", timeout=40)
         assert "allowed: the worker can now be debugged" in screen
@@ -98,6 +102,9 @@ def test_person_runs_demo_allows_saves_quits(isolated_xdg: Path) -> None:
         screen = t.wait_for("Run history", "1 denial(s) gone")
         assert "ptrace" in screen
         t.keys("Escape")
+        deadline = time.monotonic() + 5
+        while "Run history" in t.screen() and time.monotonic() < deadline:
+            time.sleep(0.2)
         t.keys("q")
         screen = t.wait_for("FLUE-TUI-EXITED 0", timeout=10)
         recent = Path(env["XDG_STATE_HOME"]) / "flue" / "tui-recent.json"
