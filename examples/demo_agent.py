@@ -89,7 +89,7 @@ def step_subprocesses(ws: str) -> list[subprocess.Popen[bytes]]:
     workers = [subprocess.Popen([sys.executable, me, "--worker", "3.0"], stdout=subprocess.PIPE)
                for _ in range(2)]
     shell = subprocess.run(["sh", "-c", "ls -1 notes build | wc -l; sleep 0.3"], cwd=ws,
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, check=False)
     outcome("sh -c 'ls | wc -l'", shell.returncode == 0,
             f"exit {shell.returncode}, {shell.stdout.strip()} entries")
     return workers
@@ -125,11 +125,16 @@ def step_network() -> None:
         port = server.getsockname()[1]
 
         def answer() -> None:
-            conn, _ = server.accept()
-            conn.sendall(conn.recv(64).upper())
-            conn.close()
+            try:
+                conn, _ = server.accept()
+                conn.sendall(conn.recv(64).upper())
+                conn.close()
+            except OSError:
+                pass  # nobody came: the connection below was refused
 
-        threading.Thread(target=answer, daemon=True).start()
+        server.settimeout(2.0)
+        listener = threading.Thread(target=answer, daemon=True)
+        listener.start()
     except OSError as e:
         port = 9  # discard: nothing listens there
         warn(f"cannot listen on 127.0.0.1: {err_text(e.errno or 0)}")
@@ -144,6 +149,10 @@ def step_network() -> None:
     finally:
         c.close()
         if server is not None:
+            try:
+                server.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             server.close()
 
 

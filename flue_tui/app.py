@@ -13,11 +13,11 @@ import os
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from textual import on, work
 from textual.app import App, ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.worker import Worker, WorkerState
 
@@ -54,7 +54,7 @@ class FlueApp(App[int]):
     CSS_PATH = str(CSS_FILE)
     TITLE = "flue-tui"
     COMMANDS = App.COMMANDS | {FlueCommands}
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+s", "save", "Save", id="app.save", priority=True,
                 tooltip="save the draft profile (asks where; validates first)"),
         Binding("question_mark,f1", "help", "Help", id="app.help", key_display="?",

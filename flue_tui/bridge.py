@@ -14,6 +14,7 @@ deterministic tests, snapshots and demos without a kernel.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import threading
@@ -27,6 +28,10 @@ from flue_tui.messages import EventBatch, ProcessSnapshot, RunFinished
 from flue_tui.runspec import Prepared
 
 DEFAULT_INTERVAL = 0.075
+
+
+def _open_recording(path: str) -> Any:
+    return open(path, "a", encoding="utf-8")
 
 
 class _Batcher:
@@ -113,7 +118,7 @@ class Bridge:
         from engine.sandbox import Sandbox
 
         self.start_spawner()
-        recorder = open(self.record_to, "a", encoding="utf-8") if self.record_to else None  # noqa: SIM115
+        recorder = _open_recording(self.record_to) if self.record_to else None
         batch = _Batcher(self.post, run,
                          (lambda e: recorder.write(e.to_json() + "\n")) if recorder else None)
         name = f"flue-tui-{os.getpid()}-{run}"
@@ -131,10 +136,8 @@ class Bridge:
             return result
         except asyncio.CancelledError:
             sb.kill()
-            try:
+            with contextlib.suppress(Exception):  # gone already, or never started
                 result = await asyncio.wait_for(sb.wait(), 5)
-            except (asyncio.TimeoutError, AssertionError, Exception):  # noqa: BLE001
-                pass
             raise
         finally:
             ticker.cancel()
@@ -164,9 +167,7 @@ class ReplayBridge(Bridge):
                  interval: float = DEFAULT_INTERVAL) -> None:
         super().__init__(post, interval=interval)
         # one recording, or a list of them: run N plays the Nth (the last one repeats)
-        if isinstance(recording, (str, os.PathLike)):
-            recordings = [recording]
-        elif recording and isinstance(recording[0], ev.Event):
+        if isinstance(recording, (str, os.PathLike)) or recording and isinstance(recording[0], ev.Event):
             recordings = [recording]
         else:
             recordings = list(recording)

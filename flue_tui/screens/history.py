@@ -3,10 +3,12 @@ denials went away or appeared compared with the run before."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
@@ -48,7 +50,7 @@ def compare(before: RunModel | None, after: RunModel) -> Text:
 
 
 class HistoryScreen(Screen[None]):
-    BINDINGS = [Binding("escape,h", "app.pop_screen", "Back", id="history.back")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,h", "app.pop_screen", "Back", id="history.back")]
 
     def compose(self) -> ComposeResult:
         yield Static(Text(" Run history ", "reverse bold"), id="history-title")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from typing import ClassVar
 
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, OptionList, Select, Static
@@ -19,7 +21,7 @@ from flue_tui.widgets import no_blink
 
 
 class LaunchScreen(Screen[RunSpec | None]):
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+r", "run", "Run", id="launch.run", priority=True,
                 tooltip="start the command in a sandbox"),
         Binding("escape", "cancel", "Back", id="launch.back"),
@@ -108,10 +110,8 @@ class LaunchScreen(Screen[RunSpec | None]):
         self.query_one("#launch-cwd", Input).value = spec.cwd
         self.query_one("#launch-workspace", Input).value = spec.workspace
         sel = self.query_one("#launch-profile", Select)
-        try:
+        with contextlib.suppress(Exception):  # a profile that no longer exists
             sel.value = spec.profile
-        except Exception:  # noqa: BLE001 - a profile that no longer exists
-            pass
         for key in ("memory", "cpus", "pids", "timeout"):
             self.query_one(f"#launch-{key}", Input).value = getattr(spec.limits, key)
         self.query_one("#launch-network", Select).value = spec.limits.network

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import errno as _errno
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, OptionList, Static
@@ -21,7 +21,7 @@ from flue_tui.sanitize import neutralise, plain
 class ErrorModal(ModalScreen[None]):
     """A failure of the engine (or of a save), with its detail and suggested fix."""
 
-    BINDINGS = [Binding("escape,enter", "dismiss", "Close", id="error.close")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,enter", "dismiss", "Close", id="error.close")]
 
     def __init__(self, title: str, detail: str = "", fix: str = "") -> None:
         super().__init__(classes="modal")
@@ -47,7 +47,7 @@ class ErrorModal(ModalScreen[None]):
 
 
 class ConfirmModal(ModalScreen[bool]):
-    BINDINGS = [Binding("escape,n", "answer(False)", "No", id="confirm.no"),
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,n", "answer(False)", "No", id="confirm.no"),
                 Binding("y", "answer(True)", "Yes", id="confirm.yes")]
 
     def __init__(self, question: str, yes: str = "Yes", no: str = "Cancel") -> None:
@@ -85,7 +85,7 @@ COMMON_ERRNOS = [
 class ErrnoPicker(ModalScreen[str | None]):
     """Choose the errno a refused syscall answers."""
 
-    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel", id="errno.cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss(None)", "Cancel", id="errno.cancel")]
 
     def __init__(self, syscall: str, current: str = "") -> None:
         super().__init__(classes="modal")
@@ -119,7 +119,7 @@ class ErrnoPicker(ModalScreen[str | None]):
 class RecordModal(ModalScreen[None]):
     """The full record of a denial (or any event), as neutralised JSON."""
 
-    BINDINGS = [Binding("escape,enter,q", "dismiss", "Close", id="record.close")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,enter,q", "dismiss", "Close", id="record.close")]
 
     def __init__(self, title: str, record: Any) -> None:
         super().__init__(classes="modal")
@@ -149,7 +149,7 @@ class RecordModal(ModalScreen[None]):
 class HelpScreen(ModalScreen[None]):
     """Every key of the app and of the screen it was opened from, with its binding id."""
 
-    BINDINGS = [Binding("escape,q,question_mark,f1", "dismiss", "Close", id="help.close")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark,f1", "dismiss", "Close", id="help.close")]
 
     def __init__(self, sections: list[tuple[str, list[tuple[str, str, str]]]]) -> None:
         super().__init__(classes="modal")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, TabbedContent
@@ -26,7 +28,7 @@ PANELS = ("denials", "resources", "files", "processes", "output")
 
 
 class MonitorScreen(Screen[None]):
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "allow", "Allow", id="monitor.allow",
                 tooltip="allow the selected denial's syscall in the draft profile"),
         Binding("g", "allow_group", "Allow group", show=False, id="monitor.allow_group",

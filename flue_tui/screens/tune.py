@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, Select, Static
@@ -31,12 +33,15 @@ def diff_text(diff: str) -> Text:
             style = "red"
         else:
             style = "dim"
-        t.append(plain(line, 400) + "\n", style)
+        shown = plain(line, 400)
+        lead = len(shown) - len(shown.lstrip(" "))
+        # leading spaces survive layout as no-break spaces (indentation is the point here)
+        t.append("\u00a0" * lead + shown[lead:] + "\n", style)
     return t
 
 
 class TuneScreen(Screen[None]):
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "app.pop_screen", "Back", id="tune.back"),
         Binding("r", "app.rerun", "Re-run", id="tune.rerun",
                 tooltip="run the same command with the edited profile"),

@@ -9,6 +9,7 @@ the bars into nothing. Event markers (OOM kills, limit hits) are drawn under the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 from rich.text import Text
 from textual.widget import Widget
@@ -20,7 +21,7 @@ class Graph(Widget):
     DEFAULT_CSS = """
     Graph { height: 4; }
     """
-    COMPONENT_CLASSES = {"graph--bar", "graph--high", "graph--limit", "graph--marker",
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"graph--bar", "graph--high", "graph--limit", "graph--marker",
                          "graph--empty"}
 
     def __init__(self, *, name: str | None = None, id: str | None = None,
@@ -76,7 +77,7 @@ class Graph(Widget):
                     text.append("┄" if row == limit_row else " ",
                                 lim_style if row == limit_row else None)
                     continue
-                eighths = int(round(v / top * height * 8)) if top else 0
+                eighths = round(v / top * height * 8) if top else 0
                 if v > 0 and eighths == 0:
                     eighths = 1
                 level = max(0, min(8, eighths - level_base))

@@ -8,7 +8,7 @@ and catches up when it is shown again.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on
@@ -197,9 +197,10 @@ class DenialsPanel(Panel):
         t.append(plain(row.name), "bold")
         t.append(f" ({row.group or 'no group'})", "dim")
         t.append(f" answered {row.errno_name} ×{row.count}")
-        t.append(f" · last pid {row.pid} {plain(row.comm, 20)}", "dim")
-        if row.exe:
-            t.append(f" {plain(row.exe, 60)}", "dim")
+        t.append(f" · pid {row.pid} {plain(row.comm, 20)}", "dim")
+        args = format_args(row.decoded, row.args)
+        if args:
+            t.append(f" · {plain(args, 160)}")
         detail.update(t)
 
     @on(DataTable.RowHighlighted, "#denials-table")
@@ -297,7 +298,7 @@ def file_entry(e: Any, t0: float) -> tuple[Text, Any]:
 class FilesPanel(Panel):
     panel_key = "files"
     title = "3 Files"
-    COMPONENT_CLASSES = {"files--added", "files--modified", "files--deleted", "files--present"}
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"files--added", "files--modified", "files--deleted", "files--present"}
 
     def compose(self) -> ComposeResult:
         with TabbedContent(id="files-tabs"):
@@ -503,7 +504,7 @@ class OutputPanel(Panel):
         self._shown = out.total
         self.border_title = f"5 Output · {out.total} lines" if out.total else "5 Output"
 
-    COMPONENT_CLASSES = {"output--stderr"}
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"output--stderr"}
 
     @on(StreamView.Selected, "#output-stream")
     def _selected(self, event: StreamView.Selected) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.text import Text
 from textual.widgets import Static
 
@@ -19,7 +21,7 @@ STATE_STYLE = {
 
 
 class StatusLine(Static):
-    COMPONENT_CLASSES = {"status--idle", "status--starting", "status--running", "status--ok",
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"status--idle", "status--starting", "status--running", "status--ok",
                          "status--bad", "status--warn", "status--dim", "status--key"}
     DEFAULT_CSS = """
     StatusLine { height: 2; }
@@ -84,13 +86,16 @@ class StatusLine(Static):
                                "errno-only" if seccomp else "off"),
                  f"net {iso.get('network', '?')}",
                  f"cgroup {iso.get('cgroup', 'none')}"]
-        limits = [f"mem {fmt.size(lim.get('memory'))}" if lim.get("memory") else "mem –",
-                  f"cpu {lim['cpus']:g}" if lim.get("cpus") else "cpu –",
-                  f"pids {lim['pids']}" if lim.get("pids") else "pids –",
+        limits = [f"mem {fmt.size(lim.get('memory'))}" if lim.get("memory") else "mem none",
+                  f"pids {lim['pids']}" if lim.get("pids") else "pids none",
+                  f"cpu {lim['cpus']:g}" if lim.get("cpus") else "cpu none",
                   f"timeout {lim['timeout']:g}s" if lim.get("timeout") else "no timeout"]
-        t.append(" " + " · ".join(parts) + "   limits " + " ".join(limits))
+        t.append(" " + ", ".join(parts))
+        t.append(" │ ", style("status--key"))
+        t.append(", ".join(limits))
         if shared:
-            t.append("   shared ro: " + ", ".join(plain(inside, 40) for _, inside in shared))
+            t.append(" │ ", style("status--key"))
+            t.append("ro " + ", ".join(plain(inside, 40) for _, inside in shared))
         degraded = list(s.degraded)
         if degraded:
             t.append("   ⚠ degraded: " + "; ".join(plain(d, 80) for d in degraded),

@@ -10,13 +10,13 @@ Entries are ``rich.text.Text`` built by the caller from neutralised strings: nev
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual import events
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
@@ -31,7 +31,7 @@ class StreamView(ScrollView, can_focus=True):
     StreamView { height: 1fr; }
     """
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up", "cursor(-1)", "Up", show=False, id="stream.up"),
         Binding("down", "cursor(1)", "Down", show=False, id="stream.down"),
         Binding("pageup", "cursor_page(-1)", "Page up", show=False, id="stream.pageup"),
@@ -220,7 +220,7 @@ class StreamView(ScrollView, can_focus=True):
             self._cache[key] = strip
         return strip.crop_extend(scroll_x, scroll_x + width, base)
 
-    COMPONENT_CLASSES = {"stream--cursor"}
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"stream--cursor"}
 
     # --- follow / scrolling ------------------------------------------------------------------
 

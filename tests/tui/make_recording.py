@@ -19,10 +19,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from engine import events as ev  # noqa: E402
-from engine.profile import load_profile  # noqa: E402
-from engine.profile.edit import ProfileDocument  # noqa: E402
-from flue_tui.runspec import RunSpec, prepare  # noqa: E402
+from engine import events as ev
+from engine.profile import load_profile
+from engine.profile.edit import ProfileDocument
+from flue_tui.runspec import RunSpec, prepare
 
 OUT = Path(__file__).resolve().parent / "recordings"
 
