@@ -28,6 +28,15 @@ def _status(pid: int) -> dict[str, str]:
     return out
 
 
+def _starttime(pid: int) -> int | None:
+    """When the process started (clock ticks since boot): tells a pid from its reuse."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _cmdline(pid: int) -> tuple[str, ...]:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -45,6 +54,10 @@ class ProcessTracker:
         self._task: asyncio.Task[None] | None = None
         self._cpu: dict[int, Any] = {}
         self._first_exec = True
+        # host tgid -> start time, of processes whose exit_group was reported: they stay
+        # visible to the poller for a moment (exiting, then a zombie until reaped) and must
+        # not be announced again
+        self._exited: dict[int, int | None] = {}
 
     # --- from the seccomp listener ------------------------------------------------------------
 
@@ -84,6 +97,8 @@ class ProcessTracker:
             self.sb.emit(ev.ProcessStarted(self.sb.id, self.sb.now(), pid=inside, host_pid=tgid,
                                            ppid=ppid, cmdline=cmd))
         info["exited"] = True
+        self._exited[tgid] = _starttime(tgid)
+        self._cpu.pop(tgid, None)
         self.sb.emit(ev.ProcessExited(self.sb.id, self.sb.now(), pid=info["pid"], host_pid=tgid,
                                       cmdline=tuple(info["cmdline"]), exit_code=code))
 
@@ -117,7 +132,13 @@ class ProcessTracker:
                 procs = psutil.Process(init).children(recursive=True)
             except psutil.Error:
                 procs = []
+            still_exiting: dict[int, int | None] = {}
             for p in procs:
+                if p.pid in self._exited:
+                    started = self._exited[p.pid]
+                    if started is None or _starttime(p.pid) in (started, None):
+                        still_exiting[p.pid] = started
+                        continue
                 p = self._cpu.get(p.pid, p)
                 try:
                     with p.oneshot():
@@ -141,6 +162,7 @@ class ProcessTracker:
                     self.sb.emit(ev.ProcessStarted(self.sb.id, self.sb.now(), pid=inside,
                                                    host_pid=p.pid, ppid=ppid_inside,
                                                    cmdline=cmd))
+            self._exited = still_exiting  # the others are gone: their pids may be reused
         for host_pid in [h for h in self.live if h not in current]:
             info = self.live.pop(host_pid)
             self._cpu.pop(host_pid, None)
