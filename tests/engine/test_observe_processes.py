@@ -64,7 +64,8 @@ def test_forked_children_and_a_subshell_each_start_and_exit_once_with_their_code
     n_started = collections.Counter(e.pid for e in started)
     n_exited = collections.Counter(e.pid for e in exited)
     dup = {p: n for p, n in (n_started + n_exited).items() if n != 2}
-    assert not dup, f"pids not seen exactly once starting and once exiting: {dup}"
+    assert not dup, "pids not seen exactly once starting and once exiting: " + "\n".join(
+        repr(e) for e in started + exited if e.pid in dup)
     codes = {e.pid: e.exit_code for e in exited}
     for pid, code in kids.items():
         assert codes.get(pid) == code, (pid, code, codes)
