@@ -11,6 +11,7 @@ import sys
 import textwrap
 
 import pytest
+from helpers.report import check_report
 from helpers.terminal import open_pty
 
 pytestmark = pytest.mark.sandbox
@@ -40,8 +41,7 @@ def test_x32_syscall_kills_the_process(flue, x86_64, nr):
     assert "calling" in r.stdout, r
     assert "returned" not in r.stdout, r
     assert r.returncode == 128 + signal.SIGSYS, r
-    rep = r.report
-    assert rep["seccomp_killed"] is True and rep["signal"] == signal.SIGSYS, rep
+    check_report(r, seccomp_killed=True, signal=signal.SIGSYS)
     assert len(r.flue_lines) == 1 and "seccomp" in r.flue_lines[0], r
 
 
