@@ -62,7 +62,10 @@ def _send(ctrl: int, msg: dict[str, object], fds: list[int] | None = None) -> No
 
 def _fail(ctrl: int, stage: str, err: BaseException) -> NoReturn:
     eno = getattr(err, "errno", None) or 0
-    _send(ctrl, {"t": "error", "stage": stage, "errno": eno, "msg": str(err)})
+    msg = str(err)
+    if isinstance(err, OSError) and err.strerror:  # not "[Errno 40] ...": the text says it
+        msg = err.strerror + (f": {err.filename}" if err.filename else "")
+    _send(ctrl, {"t": "error", "stage": stage, "errno": eno, "msg": msg})
     os._exit(125)
 
 
@@ -536,21 +539,47 @@ def _open_source(src: str) -> int:
         raise
 
 
+def _path_error(err: OSError, path: str) -> OSError:
+    """``err`` on sandbox path ``path``, said in words a user can act on."""
+    eno = err.errno or errno.EIO
+    if eno == errno.ELOOP:
+        why = (f"{path} is a symlink inside the sandbox; use the path it points to "
+               "(e.g. under /usr)")
+    elif eno == errno.EROFS:
+        why = (f"cannot create {path}: its parent is read-only inside the sandbox; "
+               "choose a path that exists there or lies under a writable directory")
+    elif eno == errno.ENOTDIR:
+        why = f"{path}: a component is not a directory inside the sandbox"
+    else:
+        why = f"{path}: {err.strerror or err}"
+    return OSError(eno, why)
+
+
+def _open_beneath(fd: int, name: str, flags: int) -> int:
+    return libc.openat2(fd, name, flags | _O_PATH | os.O_CLOEXEC, 0,
+                        libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_BENEATH)
+
+
 def _mkdirs_beneath(root_fd: int, rel: str, mode: int = 0o755) -> int:
     """Create ``rel`` below ``root_fd`` one component at a time, never following symlinks.
     Returns an O_PATH fd of the final directory."""
     fd = os.dup(root_fd)
+    done = ""
     for part in [p for p in rel.split("/") if p and p != "."]:
-        if part == "..":
-            os.close(fd)
-            raise OSError(errno.EINVAL, f"'..' in a sandbox path: {rel}")
+        done += "/" + part
         try:
-            nfd = libc.openat2(fd, part, _O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, 0,
-                               libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_BENEATH)
-        except FileNotFoundError:
-            os.mkdir(part, mode, dir_fd=fd)
-            nfd = libc.openat2(fd, part, _O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, 0,
-                               libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_BENEATH)
+            if part == "..":
+                raise OSError(errno.EINVAL, f"'..' in a sandbox path: {rel}")
+            try:
+                nfd = _open_beneath(fd, part, os.O_DIRECTORY)
+            except FileNotFoundError:
+                os.mkdir(part, mode, dir_fd=fd)
+                nfd = _open_beneath(fd, part, os.O_DIRECTORY)
+        except OSError as err:
+            os.close(fd)
+            if err.errno == errno.EINVAL:
+                raise
+            raise _path_error(err, done) from err
         os.close(fd)
         fd = nfd
     return fd
@@ -574,8 +603,9 @@ def _target(root_fd: int, dst: str, is_dir: bool) -> int:
                                  0o644, dir_fd=pfd))
             except FileExistsError:
                 pass
-        return libc.openat2(pfd, name, _O_PATH | os.O_CLOEXEC, 0,
-                            libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_BENEATH)
+        return _open_beneath(pfd, name, 0)
+    except OSError as err:
+        raise _path_error(err, dst.rstrip("/")) from err
     finally:
         os.close(pfd)
 

@@ -127,3 +127,22 @@ def test_dev_is_minimal(flue):
     for absent in ("sda", "vda", "mem", "kmsg", "kvm", "loop0"):
         assert absent not in names, names
     assert r.stdout.splitlines()[1:] == ["4", "null-ok"], r
+
+
+def test_bind_destination_through_a_sandbox_symlink_is_refused_clearly(flue):
+    src = _host_dir(flue, "src")
+    # /var/tmp is a symlink to /tmp in every sandbox
+    r = flue.run(["true"], "--bind", f"{src}:/var/tmp/x")
+    assert r.returncode == 125, r
+    assert len(r.flue_lines) == 1, r
+    assert "/var/tmp is a symlink inside the sandbox" in r.flue_lines[0], r
+    assert "Errno" not in r.stderr, r
+
+
+def test_bind_destination_under_a_read_only_dir_is_refused_clearly(flue):
+    src = _host_dir(flue, "src")
+    r = flue.run(["true"], "--bind", f"{src}:/usr/flue-test-nowhere/x")
+    assert r.returncode == 125, r
+    assert len(r.flue_lines) == 1, r
+    line = r.flue_lines[0]
+    assert "/usr/flue-test-nowhere" in line and "read-only" in line, r
