@@ -3,6 +3,7 @@ threads, node, multiprocessing, randomness, /proc, the user database, HOME, git.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import textwrap
@@ -167,3 +168,14 @@ def test_git_in_the_tmpfs_workspace(flue):
     r = flue.run(["sh", "-c", script])
     assert r.returncode == 0, r
     assert r.stdout.strip() == "1"
+
+
+def test_stdio_passes_through(flue):
+    data = os.urandom(1 << 20).hex()  # 2 MB of text in, hashed inside, echoed back
+    r = flue.run(["sh", "-c", "tee /tmp/in | sha256sum | cut -d' ' -f1; wc -c < /tmp/in; "
+                  "echo to-stderr >&2"], input=data)
+    assert r.returncode == 0, r
+    digest, size = r.stdout.split()
+    assert digest == hashlib.sha256(data.encode()).hexdigest()
+    assert int(size) == len(data)
+    assert "to-stderr" in r.stderr
