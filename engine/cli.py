@@ -118,9 +118,35 @@ def cmd_run(a: argparse.Namespace) -> int:
         env.append((k, v))
     profile = load_profile(a.profile, overrides=_overrides(a) or None)
     binds = tuple(parse_bind(b) for b in a.bind)
+    if not a.events:
+        return _run_blocking(a, argv, profile, binds, env)
     import asyncio
 
     return asyncio.run(_run(a, argv, profile, binds, env))
+
+
+FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH")
+
+
+def _run_blocking(a: argparse.Namespace, argv: list[str], profile: Any, binds: Any,
+                  env: list[tuple[str, str]]) -> int:
+    """The fast path: no live event stream, so no asyncio (its import alone costs more than
+    setting up the sandbox)."""
+    import signal
+
+    from engine.sandbox import Sandbox
+
+    sb = Sandbox(argv, profile, workspace=a.workspace, binds=binds, env=env,
+                 host_uid=a.host_uid, allow_unlimited=a.allow_unlimited,
+                 observe=not a.no_observe, sample_interval=a.sample_interval, live=False)
+    sigs = [getattr(signal, name) for name in FORWARDED]
+    old = {sig: signal.signal(sig, lambda signo, _frame: sb.send_signal(signo)) for sig in sigs}
+    try:
+        result = sb.run_blocking()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    return _conclude(a, argv, profile, result)
 
 
 async def _run(a: argparse.Namespace, argv: list[str], profile: Any, binds: Any,
@@ -156,6 +182,11 @@ async def _run(a: argparse.Namespace, argv: list[str], profile: Any, binds: Any,
             loop.remove_signal_handler(sig)
         if events_file is not None:
             events_file.close()
+    return _conclude(a, argv, profile, result)
+
+
+def _conclude(a: argparse.Namespace, argv: list[str], profile: Any, result: Any) -> int:
+    """The `flue:` lines, the report file, and the exit code."""
     if result.message:
         _err(result.message)
     for note in result.degraded:

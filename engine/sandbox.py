@@ -8,7 +8,6 @@ socket, so the sandbox dies and its cgroup is removed even if the supervisor is 
 
 from __future__ import annotations
 
-import asyncio
 import errno as _errno
 import itertools
 import os
@@ -150,15 +149,19 @@ class Sandbox:
         self._filter: CompiledFilter | None = None
         self._cgroup: Any = None
         self._cgroup_mode = "none"
-        self._queue: asyncio.Queue[ev.Event | None] = asyncio.Queue()
+        self._queue: Any = None  # an asyncio.Queue, made by start() (the async path only)
+        self._loop: Any = None  # the asyncio loop, or a MiniLoop on the blocking path
         self._subscribers: list[Callable[[ev.Event], None]] = []
-        self._done: asyncio.Future[Result] | None = None
+        self._done: Any = None  # asyncio.Future[Result] on the async path
+        self._finished = False
+        self._await_eof = False
+        self._eof_guard: Any = None
         self._t0 = 0.0
         self._main_status: int | None = None
         self._exec_error: tuple[int, int] | None = None
         self._setup_error: str = ""
         self._timed_out = False
-        self._timeout_handle: asyncio.TimerHandle | None = None
+        self._timeout_handle: Any = None
         self._closing = False
         self._denials: Any = None
         self._sources: list[Any] = []
@@ -185,14 +188,16 @@ class Sandbox:
                 self._early.append(event)  # e.g. the main process's own exec, seen first
                 return
             self._started_sent = True
-            self._queue.put_nowait(event)
+            if self._queue is not None:
+                self._queue.put_nowait(event)
             for cb in self._subscribers:
                 cb(event)
             early, self._early = self._early, []
             for e in early:
                 self.emit(e)
             return
-        self._queue.put_nowait(event)
+        if self._queue is not None:
+            self._queue.put_nowait(event)
         for cb in self._subscribers:
             cb(event)
 
@@ -264,7 +269,7 @@ class Sandbox:
         from engine.seccomp import TRACE_PROCESS
 
         self._filter = compile_filter(p.seccomp, notify=notify,
-                                      trace=TRACE_PROCESS if notify else ())
+                                      trace=TRACE_PROCESS if notify and self.live else ())
         net = p.network.mode
         mounts = plan_mounts(p, workspace=self.workspace, extra_binds=self.binds, net_mode=net)
         env = build_env(p, self.extra_env)
@@ -317,9 +322,30 @@ class Sandbox:
     # --- run ------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        import asyncio
+
         loop = asyncio.get_running_loop()
-        self._t0 = time.monotonic()
         self._done = loop.create_future()
+        self._queue = asyncio.Queue()
+        self._start(loop)
+
+    def run_blocking(self) -> Result:
+        """Run to completion without asyncio (the fast path of ``flue run``). Live sources
+        need asyncio, so this path observes denials and the final report only."""
+        from engine._miniloop import MiniLoop
+
+        self.live = False
+        loop = MiniLoop()
+        try:
+            self._start(loop)
+            loop.run_until(lambda: self._finished)
+        finally:
+            loop.close()
+        return self.result
+
+    def _start(self, loop: Any) -> None:
+        self._loop = loop
+        self._t0 = time.monotonic()
         ctrl_parent, ctrl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         child_ends: list[int] = []
         stdio = self.stdio
@@ -362,6 +388,8 @@ class Sandbox:
             self._timeout_handle = loop.call_later(self.profile.limits.timeout, self._on_timeout)
 
     async def wait(self) -> Result:
+        import asyncio
+
         assert self._done is not None, "start() first"
         return await asyncio.shield(self._done)
 
@@ -407,7 +435,7 @@ class Sandbox:
                     from engine import events as ev
 
                     self.emit(ev.Output(self.id, self.now(), stream=stream, data=text))
-                asyncio.get_running_loop().remove_reader(fd)
+                self._loop.remove_reader(fd)
                 os.close(fd)
                 del self._out_fds[fd]
                 return
@@ -423,7 +451,7 @@ class Sandbox:
         for fd in list(self._out_fds):
             self._on_output(fd, final=True)
         for fd in list(self._out_fds):  # still open (a descendant escaped? impossible): close
-            asyncio.get_running_loop().remove_reader(fd)
+            self._loop.remove_reader(fd)
             os.close(fd)
             del self._out_fds[fd]
 
@@ -482,19 +510,23 @@ class Sandbox:
         elif t == "main_exit":
             self._main_status = msg.get("status")
         elif t == "init_exit":
-            asyncio.get_running_loop().create_task(self._finish(int(msg["status"])))
+            self._on_init_exit(int(msg["status"]))
         for fd in fds[1:] if t == "listener" else fds:
             os.close(fd)
 
     def _on_eof(self) -> None:
-        loop = asyncio.get_running_loop()
-        assert self._ctrl is not None
-        loop.remove_reader(self._ctrl.fileno())
-        self._ctrl.close()
-        self._ctrl = None
-        if self._done is not None and not self._done.done() and not self._closing:
+        if self._ctrl is not None:
+            self._loop.remove_reader(self._ctrl.fileno())
+            self._ctrl.close()
+            self._ctrl = None
+        if self._await_eof:
+            self._await_eof = False
+            if self._eof_guard is not None:
+                self._eof_guard.cancel()
+            self._finish_last()
+        elif not self._closing:
             # the keeper died without saying goodbye: treat as a setup failure
-            loop.create_task(self._finish(None))
+            self._on_init_exit(None)
 
     # --- denials (seccomp user notification) ------------------------------------------------------
 
@@ -502,11 +534,12 @@ class Sandbox:
         from engine.sources.denials import DenialListener
 
         assert self._listener is not None and self._filter is not None
-        from engine.sources.processes import ProcessTracker
-
         self._denials = DenialListener(self, self._listener, self._filter)
-        self.processes = ProcessTracker(self, self.sample_interval)
-        self._denials.tracker = self.processes
+        if self.live:
+            from engine.sources.processes import ProcessTracker
+
+            self.processes = ProcessTracker(self, self.sample_interval)
+            self._denials.tracker = self.processes
         self._denials.start()
 
     def on_main_exec(self, host_pid: int) -> None:
@@ -527,17 +560,30 @@ class Sandbox:
 
     # --- the end ----------------------------------------------------------------------------------
 
-    async def _finish(self, init_status: int | None) -> None:
+    def _on_init_exit(self, init_status: int | None) -> None:
+        """PID 1 is gone: stop the sources, take the last reading, tell the keeper to clean
+        up, and finish when it says goodbye (EOF on the control socket)."""
         if self._closing:
             return
         self._closing = True
         if self._timeout_handle:
             self._timeout_handle.cancel()
+        if self._sources:
+            import asyncio
+
+            asyncio.get_running_loop().create_task(self._stop_sources(init_status))
+        else:
+            self._finish_report(init_status)
+
+    async def _stop_sources(self, init_status: int | None) -> None:
         for src in self._sources:
             try:
                 await src.stop()
             except Exception as err:  # noqa: BLE001
                 self.degraded.append(f"{type(src).__name__}: {err}")
+        self._finish_report(init_status)
+
+    def _finish_report(self, init_status: int | None) -> None:
         if self._denials is not None:
             self._denials.stop()
         self._drain_output()
@@ -550,20 +596,22 @@ class Sandbox:
         self._compute_result(init_status, sample)
         if self._denials is not None:
             self.result.denials = self._denials.summary()
+        if self._ctrl is None:
+            self._finish_last()
+            return
         # tell the keeper it may clean up, then wait for its goodbye (EOF)
-        if self._ctrl is not None:
-            try:
-                self._ctrl.send(b"done")
-            except OSError:
-                pass
-            for _ in range(200):
-                if self._ctrl is None:
-                    break
-                await asyncio.sleep(0.005)
+        self._await_eof = True
+        try:
+            self._ctrl.send(b"done")
+        except OSError:
+            pass
+        self._eof_guard = self._loop.call_later(5.0, self._on_eof)
+
+    def _finish_last(self) -> None:
         from engine.spawner import InlineSpawner
 
         if self._keeper_pid is not None and isinstance(self._spawner, InlineSpawner):
-            await _reap_now(self._keeper_pid)
+            _reap(self._keeper_pid)
         self._remove_cgroup()
         if self._pidfd is not None:
             os.close(self._pidfd)
@@ -574,9 +622,10 @@ class Sandbox:
         r = self.result
         if self._wants_events():
             self._emit_exited(r)
-        self._queue.put_nowait(None)
-        assert self._done is not None
-        if not self._done.done():
+        if self._queue is not None:
+            self._queue.put_nowait(None)
+        self._finished = True
+        if self._done is not None and not self._done.done():
             self._done.set_result(r)
 
     def _emit_exited(self, r: Result) -> None:
@@ -662,15 +711,16 @@ def _fmt_bytes(n: int | None) -> str:
     return f"{n} bytes"
 
 
-async def _reap_now(pid: int) -> None:
-    for _ in range(400):
+def _reap(pid: int) -> None:
+    """The keeper exits right after its goodbye; wait for it (bounded)."""
+    for _ in range(2000):
         try:
             done, _ = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             return
         if done:
             return
-        await asyncio.sleep(0.005)
+        time.sleep(0.001)
 
 
 _fork_server: Any = None
@@ -690,6 +740,10 @@ def _default_spawner() -> Any:
 
 def run_sync(argv: Sequence[str], profile: Profile, **kw: Any) -> Result:
     """Blocking facade: run one sandbox to completion."""
+
+    if kw.get("live") is False and not kw.get("capture_output"):
+        return Sandbox(argv, profile, **kw).run_blocking()
+    import asyncio
 
     async def go() -> Result:
         return await Sandbox(argv, profile, **kw).run()

@@ -7,7 +7,6 @@ and raises ``OSError(errno, "<call>: <strerror>")``; nothing here knows about pr
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import platform
 import struct

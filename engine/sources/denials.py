@@ -15,14 +15,15 @@ other sandboxes -- pays for the flood.
 
 from __future__ import annotations
 
-import asyncio
 import errno as _errno
 import select
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine import events as ev
 from engine._linux import notify
 from engine.seccomp import CompiledFilter
+
+if TYPE_CHECKING:
+    from engine import events as ev
 
 BATCH = 512
 FLUSH_INTERVAL = 0.1
@@ -50,15 +51,17 @@ class DenialListener:
         self._overflow: dict[tuple[int, int], dict[str, Any]] = {}
         self._poll = select.poll()
         self._poll.register(fd, select.POLLIN)
-        self._loop = asyncio.get_running_loop()
+        self._loop = sandbox._loop  # the asyncio loop, or the blocking path's MiniLoop
+        # nobody listens (flue run without --events): count exactly, describe nothing
+        self.quiet = not sandbox._wants_events()
         self._window_start = self._loop.time()
         self._window_count = 0
         self._paused = False
-        self._flush_handle: asyncio.TimerHandle | None = None
+        self._flush_handle: Any = None
         self._stopped = False
         self._decoder = decoder
         self.tracker: Any = None
-        if self._decoder is None:
+        if self._decoder is None and not self.quiet:
             from engine.sources.decode import Decoder
 
             self._decoder = Decoder(fd)
@@ -129,7 +132,7 @@ class DenialListener:
             key = (n.nr, n.pid, n.args)
             # a new kind of denial is described while the caller still waits, so its memory
             # can be read and validated; repeats (and merged overflow) are answered at once
-            if key == self._pending_key:
+            if self.quiet or key == self._pending_key:
                 info = None
             elif self._new_records < NEW_RECORDS_PER_FLUSH or (n.nr, n.pid) not in self._overflow:
                 info = self._decoder.describe(n, name)
@@ -174,6 +177,8 @@ class DenialListener:
         else:
             entry[0] += 1
             entry[1] = eno
+        if self.quiet:
+            return
         now = self.sb.now()
         if key == self._pending_key and self._pending is not None:
             self._pending["count"] += 1
@@ -200,6 +205,8 @@ class DenialListener:
 
     def _new_record(self, n: notify.Notification, name: str, eno: int,
                     info: dict[str, Any] | None, now: float) -> ev.SyscallDenied:
+        from engine import events as ev
+
         info = info or {}
         return ev.SyscallDenied(self.sb.id, now, name=name, nr=n.nr, args=n.args,
                                 decoded=info.get("decoded", {}), errno=eno,
