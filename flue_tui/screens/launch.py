@@ -40,7 +40,8 @@ class LaunchScreen(Screen[RunSpec | None]):
             if info.shadowed:
                 continue
             kind = "built-in" if info.builtin else "user"
-            label = f"{info.name}  ({kind}) {info.description}"[:90]
+            label = f"{info.name} ({kind}): {info.description}"
+            label = label if len(label) <= 64 else label[:63] + "…"
             profiles.append((label, info.name))
         current = spec.profile if spec else self.app.profile_ref
         if current not in [v for _, v in profiles]:
@@ -50,7 +51,7 @@ class LaunchScreen(Screen[RunSpec | None]):
         with VerticalScroll(id="launch-form"):
             yield Label("Command (as you would type it after flue run --)", classes="form-label")
             yield Input(value=spec.command_line if spec else "", id="launch-cmd",
-                        placeholder="python3 examples/demo_agent.py")
+                        placeholder="e.g. python3 agent.py --task fix-tests")
             with Horizontal(classes="form-row"):
                 with Vertical(classes="form-col"):
                     yield Label("Directory: relative script paths resolve here",

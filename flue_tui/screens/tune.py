@@ -33,10 +33,7 @@ def diff_text(diff: str) -> Text:
             style = "red"
         else:
             style = "dim"
-        shown = plain(line, 400)
-        lead = len(shown) - len(shown.lstrip(" "))
-        # leading spaces survive layout as no-break spaces (indentation is the point here)
-        t.append("\u00a0" * lead + shown[lead:] + "\n", style)
+        t.append(plain(line, 400) + "\n", style)
     return t
 
 

@@ -195,8 +195,8 @@ class DenialsPanel(Panel):
             return
         t = Text(no_wrap=True, overflow="ellipsis", end="")
         t.append(plain(row.name), "bold")
-        t.append(f" ({row.group or 'no group'})", "dim")
-        t.append(f" answered {row.errno_name} ×{row.count}")
+        t.append(f" {row.group or 'no group'}", "dim")
+        t.append(f" {row.errno_name} ×{row.count}")
         t.append(f" · pid {row.pid} {plain(row.comm, 20)}", "dim")
         args = format_args(row.decoded, row.args)
         if args:
