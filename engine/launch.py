@@ -106,7 +106,7 @@ def _arrange_fds(ctrl: int, stdio: tuple[int, int, int], pass_map: tuple[tuple[i
 
 def _keeper(plan: LaunchPlan, ctrl: int, stdio: tuple[int, int, int],
             pass_map: tuple[tuple[int, int], ...], map_sync: tuple[int, int] | None) -> None:
-    keep = map_sync if map_sync else ()
+    keep: tuple[int, ...] = map_sync if map_sync else ()
     try:
         ctrl, keep = _arrange_fds(ctrl, stdio, pass_map, keep)
         os.setsid()
@@ -423,7 +423,7 @@ def _init(plan: LaunchPlan, ctrl: int) -> None:
     except OSError:
         pass
     _handoff(plan, ctrl, main_pid, to_init_r, go_w, exec_r)
-    for fd in range(0, 3):
+    for fd in range(3):
         try:
             os.close(fd)
         except OSError:
@@ -475,7 +475,7 @@ def _read_exact(fd: int, n: int) -> bytes:
     return out
 
 
-def _reap(ctrl: int, main_pid: int, sigs: set[int]) -> NoReturn:
+def _reap(ctrl: int, main_pid: int, sigs: set[signal.Signals]) -> NoReturn:
     main_status: int | None = None
     while True:
         info = signal.sigwaitinfo(sigs)

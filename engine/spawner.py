@@ -172,7 +172,7 @@ def _serve(fd: int) -> None:  # pragma: no cover - runs in the fork server proce
             plan, dsts = pickle.loads(msg)
             ctrl, stdio, srcs = fds[0], (fds[1], fds[2], fds[3]), fds[4:]
             pid = fork_keeper(plan, ctrl, stdio, tuple(zip(srcs, dsts)))
-            reply = {"pid": pid}
+            reply: dict[str, object] = {"pid": pid}
         except Exception as err:  # noqa: BLE001
             reply = {"error": str(err)}
         finally:

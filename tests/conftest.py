@@ -36,9 +36,8 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from helpers import cgroups as hcg  # noqa: E402
-from helpers import host  # noqa: E402
-from helpers.runtime import REPO, make_runtime, system_python  # noqa: E402
+from helpers import cgroups as hcg
+from helpers.runtime import REPO, make_runtime, system_python
 
 SANDBOX_UID = int(os.environ.get("FLUE_TEST_UID", "4242"))
 SANDBOX_GID = SANDBOX_UID
@@ -290,7 +289,8 @@ class Flue:
         """Any other flue subcommand (``doctor``, ``profiles ...``), as this mode's user."""
         argv = self._wrap([*self.base_argv(args[0]), *args[1:]], None)
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              env=self.env(), cwd=self.s.scratch, stdin=subprocess.DEVNULL)
+                              env=self.env(), cwd=self.s.scratch, stdin=subprocess.DEVNULL,
+                              check=False)
 
     def _result(self, code: int, out: bytes, err: bytes, argv: list[str], rep: Path | None,
                 dlg: hcg.Delegation | None, pid: int) -> Run:
@@ -366,9 +366,9 @@ class Session:
         want = f"{sys.version_info.major}.{sys.version_info.minor}"
         probe = subprocess.run(
             [self.py, str(self.dropprivs), str(SANDBOX_UID), str(SANDBOX_GID), "--", self.py,
-             "-c", "import sys, engine.cli, engine.sandbox, pyseccomp; "
-             "print('%d.%d' % sys.version_info[:2])"],
-            capture_output=True, text=True, timeout=60,
+             "-c", ("import sys, engine.cli, engine.sandbox, pyseccomp; "
+             "print('%d.%d' % sys.version_info[:2])")],
+            capture_output=True, text=True, timeout=60, check=False,
             env={"PATH": HOST_PATH, "PYTHONPATH": str(self.runtime), "HOME": str(self.homes["user"])},
             cwd=self.scratch)
         if probe.returncode != 0 or probe.stdout.strip() != want:

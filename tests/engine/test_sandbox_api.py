@@ -48,7 +48,7 @@ from engine.profile import load_profile
 from engine.sandbox import run_sync
 
 threading.Thread(target=threading.Event().wait, daemon=True).start()
-run_sync(["sh", "-c", "echo ready; sleep 1000 & sleep 1000 # " + sys.argv[1]],
+run_sync(["sh", "-c", "sleep 1000 & sleep 1000 & echo ready; wait # " + sys.argv[1]],
          load_profile("default"))
 '''
 
@@ -60,7 +60,7 @@ def test_sigkill_of_a_threaded_caller_takes_its_sandboxes_down(flue, marker):
     assert host.pids_with_marker(marker)
     tree = host.descendants(h.pid)
     # the caller, the fork server, the keeper, PID 1, the shell and its sleeps
-    assert len(tree) >= 6, host.describe(list(tree))
+    assert len(tree) >= 7, host.describe(list(tree))
     cgroups = h.dlg.leftovers() if h.dlg else flue.s.root_leftovers(h.pid)
     assert cgroups, "the sandbox was not in a cgroup"
     os.kill(h.pid, signal.SIGKILL)

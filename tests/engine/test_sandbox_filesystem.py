@@ -4,7 +4,6 @@ system directories mounted read-only, nosuid, nodev."""
 from __future__ import annotations
 
 import json
-import os
 import textwrap
 
 import pytest
@@ -33,8 +32,8 @@ def _host_dir(flue, name: str, mode: int = 0o755):
 def test_bind_ro_is_read_only_inside(flue):
     src = _host_dir(flue, "ro")
     (src / "data").write_text("host data\n")
-    r = flue.run(["sh", "-c", "cat /mnt/ro/data; echo new > /mnt/ro/new; echo rc=$?; "
-                  "rm -f /mnt/ro/data; echo rm=$?"], "--bind", f"{src}:/mnt/ro:ro")
+    r = flue.run(["sh", "-c", ("cat /mnt/ro/data; echo new > /mnt/ro/new; echo rc=$?; "
+                  "rm -f /mnt/ro/data; echo rm=$?")], "--bind", f"{src}:/mnt/ro:ro")
     assert r.returncode == 0, r
     assert r.stdout.splitlines()[0] == "host data"
     assert "rc=0" not in r.stdout and "rm=1" in r.stdout, r
@@ -78,8 +77,8 @@ def test_bind_source_through_a_symlink_is_refused(flue, marker):
 def test_workspace_is_the_writable_cwd(flue):
     ws = _host_dir(flue, "ws")
     (ws / "input.txt").write_text("hello\n")
-    r = flue.run(["sh", "-c", "pwd; cat input.txt; echo out > output.txt; mkdir -p a/b; "
-                  "touch a/b/c; echo $PWD"], "--workspace", str(ws))
+    r = flue.run(["sh", "-c", ("pwd; cat input.txt; echo out > output.txt; mkdir -p a/b; "
+                  "touch a/b/c; echo $PWD")], "--workspace", str(ws))
     assert r.returncode == 0, r
     assert r.stdout.splitlines() == ["/work", "hello", "/work"], r
     assert (ws / "output.txt").read_text() == "out\n"
@@ -112,15 +111,15 @@ def test_system_dirs_are_read_only_nosuid_nodev(flue):
 
 
 def test_system_dirs_refuse_writes(flue):
-    r = flue.run(["sh", "-c", "for d in /usr /usr/bin /etc /lib; do touch $d/x 2>/dev/null "
-                  "&& echo wrote $d; done; echo done"])
+    r = flue.run(["sh", "-c", ("for d in /usr /usr/bin /etc /lib; do touch $d/x 2>/dev/null "
+                  "&& echo wrote $d; done; echo done")])
     assert r.returncode == 0, r
     assert r.stdout.strip() == "done", r
 
 
 def test_dev_is_minimal(flue):
-    r = flue.run(["sh", "-c", "ls /dev | sort | tr '\\n' ' '; echo; "
-                  "head -c 4 /dev/zero | wc -c; echo x > /dev/null && echo null-ok"])
+    r = flue.run(["sh", "-c", ("ls /dev | sort | tr '\\n' ' '; echo; "
+                  "head -c 4 /dev/zero | wc -c; echo x > /dev/null && echo null-ok")])
     assert r.returncode == 0, r
     names = set(r.stdout.splitlines()[0].split())
     assert {"null", "zero", "urandom", "random", "shm", "pts"} <= names, names

@@ -158,8 +158,8 @@ def test_seccomp_kill_is_reported(flue):
         [seccomp]
         kill = ["ptrace"]
     """)
-    r = flue.run(["python3", "-c", "import ctypes; ctypes.CDLL(None).ptrace(0, 0, 0, 0); "
-                  "print('survived')"], profile=prof)
+    r = flue.run(["python3", "-c", ("import ctypes; ctypes.CDLL(None).ptrace(0, 0, 0, 0); "
+                  "print('survived')")], profile=prof)
     assert r.returncode == 128 + signal.SIGSYS, r
     assert "survived" not in r.stdout
     assert len(r.flue_lines) == 1 and "seccomp" in r.flue_lines[0], r

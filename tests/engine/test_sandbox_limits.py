@@ -3,7 +3,6 @@ As root, and as an unprivileged uid inside a delegated cgroup subtree."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import textwrap

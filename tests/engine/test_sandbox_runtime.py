@@ -138,9 +138,9 @@ def test_readlink_proc_self_exe_for_a_shell_tool(flue):
 
 
 def test_whoami_pwd_and_writable_home(flue):
-    r = flue.run(["sh", "-c", 'whoami; id -un; echo "$HOME"; cd "$HOME" && echo hi > f && cat f; '
+    r = flue.run(["sh", "-c", ('whoami; id -un; echo "$HOME"; cd "$HOME" && echo hi > f && cat f; '
                   'python3 -c "import os, pwd; e = pwd.getpwuid(os.getuid()); '
-                  'print(e.pw_name, e.pw_dir, os.path.expanduser(\'~\'))"'])
+                  'print(e.pw_name, e.pw_dir, os.path.expanduser(\'~\'))"')])
     assert r.returncode == 0, r
     lines = r.stdout.splitlines()
     assert lines == ["agent", "agent", "/home/agent", "hi", "agent /home/agent /home/agent"], r
@@ -172,8 +172,8 @@ def test_git_in_the_tmpfs_workspace(flue):
 
 def test_stdio_passes_through(flue):
     data = os.urandom(1 << 20).hex()  # 2 MB of text in, hashed inside, echoed back
-    r = flue.run(["sh", "-c", "tee /tmp/in | sha256sum | cut -d' ' -f1; wc -c < /tmp/in; "
-                  "echo to-stderr >&2"], input=data)
+    r = flue.run(["sh", "-c", ("tee /tmp/in | sha256sum | cut -d' ' -f1; wc -c < /tmp/in; "
+                  "echo to-stderr >&2")], input=data)
     assert r.returncode == 0, r
     digest, size = r.stdout.split()
     assert digest == hashlib.sha256(data.encode()).hexdigest()

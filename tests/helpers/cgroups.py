@@ -116,7 +116,8 @@ def delegate(uid: int, gid: int) -> Delegation:
             os.mkdir(d, 0o755)
             dlg.dirs.append(d)
             if mode == "v2":
-                ctl = open(os.path.join(parent, "cgroup.controllers")).read().split()
+                with open(os.path.join(parent, "cgroup.controllers")) as f:
+                    ctl = f.read().split()
                 want = [c for c in ("cpu", "memory", "pids") if c in ctl]
                 with open(os.path.join(parent, "cgroup.subtree_control"), "w") as f:
                     f.write(" ".join("+" + c for c in want))
