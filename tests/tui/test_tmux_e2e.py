@@ -31,7 +31,8 @@ class Tmux:
     def __init__(self, env: dict[str, str]) -> None:
         self.name = f"flue-e2e-{uuid.uuid4().hex[:8]}"
         envs = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-        cmd = f"cd {shlex.quote(str(ROOT))} && env {envs} {shlex.quote(str(BIN))}; " \
+        # the short sleep lets tmux settle the window size before the app reads it
+        cmd = f"sleep 0.5; cd {shlex.quote(str(ROOT))} && env {envs} {shlex.quote(str(BIN))}; " \
               "echo FLUE-TUI-EXITED $?; sleep 60"
         subprocess.run(["tmux", "new-session", "-d", "-s", self.name, "-x", "120", "-y", "40",
                         cmd], check=True)
