@@ -17,7 +17,7 @@ from typing import Any
 
 
 class TimerHandle:
-    __slots__ = ("when", "cb", "args", "cancelled")
+    __slots__ = ("args", "cancelled", "cb", "when")
 
     def __init__(self, when: float, cb: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.when = when
@@ -71,7 +71,7 @@ class MiniLoop:
             if self._timers:
                 timeout = max(0.0, self._timers[0][0] - self.time())
             for key, _mask in self._sel.select(timeout):
-                entry = self._readers.get(key.fd)  # type: ignore[call-overload]
+                entry = self._readers.get(int(key.fd))
                 if entry is not None:
                     entry[0](*entry[1])
             now = self.time()

@@ -160,7 +160,8 @@ async def _run(a: argparse.Namespace, argv: list[str], profile: Any, binds: Any,
                  host_uid=a.host_uid, allow_unlimited=a.allow_unlimited,
                  observe=not a.no_observe, sample_interval=a.sample_interval,
                  watch_files=bool(a.events), live=bool(a.events))
-    events_file = open(a.events, "w") if a.events else None  # noqa: SIM115
+    # opened once before the run starts; writes are small and buffered
+    events_file = open(a.events, "w") if a.events else None  # noqa: SIM115, ASYNC230
     writer = None
     if events_file is not None:
         def write(event: Any) -> None:
@@ -202,7 +203,7 @@ def _conclude(a: argparse.Namespace, argv: list[str], profile: Any, result: Any)
             json.dump(report, f, indent=2)
             f.write("\n")
         os.replace(tmp, a.report)
-    return result.exit_code
+    return int(result.exit_code)
 
 
 def cmd_doctor(a: argparse.Namespace) -> int:
@@ -250,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_profiles(a)
     except KeyboardInterrupt:
         return 130
-    except Exception as err:  # noqa: BLE001 - one clear line, never a traceback for users
+    except Exception as err:
         from engine.errors import EngineError
 
         if not isinstance(err, EngineError) and os.environ.get("FLUE_DEBUG"):

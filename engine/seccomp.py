@@ -26,6 +26,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from engine.errors import LaunchError
 from engine.profile.model import SeccompPolicy
@@ -87,7 +88,7 @@ class CompiledFilter:
         return v.errno if v else self.unknown_errno
 
 
-def _seccomp():  # type: ignore[no-untyped-def]
+def _seccomp() -> Any:
     try:
         import pyseccomp
     except (ImportError, OSError) as err:  # OSError: libseccomp.so missing
@@ -136,10 +137,10 @@ def _resolve_native() -> dict[str, int]:
     sc = _seccomp()
     arch = sc.system_arch()
     out: dict[str, int] = {}
-    for nr in range(0, 1024):
+    for nr in range(1024):
         try:
             name = sc.resolve_syscall(arch, nr)
-        except Exception:  # noqa: BLE001 - libseccomp raises for unknown numbers
+        except Exception:  # noqa: BLE001, S112 - libseccomp raises for unknown numbers
             continue
         if name:
             out[name.decode()] = nr
@@ -278,7 +279,7 @@ def _build(policy: SeccompPolicy, known: dict[str, int], table: dict[int, Syscal
                 f.add_rule(deny(v), nr, A(0, sc.MASKED_EQ, flag, flag))
         elif v.filtered == "socket family":
             allowed = _family_numbers(policy.socket_families)
-            for fam in range(0, 64):
+            for fam in range(64):
                 f.add_rule(sc.ALLOW if fam in allowed else deny(v), nr, A(0, sc.EQ, fam))
             f.add_rule(deny(v), nr, A(0, sc.GT, 63))
         elif v.filtered == "terminal ioctls":
@@ -293,10 +294,10 @@ def _build(policy: SeccompPolicy, known: dict[str, int], table: dict[int, Syscal
             for val in PERSONALITY_ALLOWED:
                 f.add_rule(sc.ALLOW, nr, A(0, sc.EQ, val))
     for name in HOT_SYSCALLS:
-        nr = known.get(name)
-        if nr is not None and nr in table:
+        hot = known.get(name)
+        if hot is not None and hot in table:
             try:
-                f.syscall_priority(nr, 255)
+                f.syscall_priority(hot, 255)
             except OSError:
                 pass
     buf = io.BytesIO()

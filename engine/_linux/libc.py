@@ -249,7 +249,7 @@ def seccomp_action_available(action: int) -> bool:
     val = ctypes.c_uint32(action)
     res = _libc.syscall(ctypes.c_long(NR["seccomp"]), ctypes.c_uint(SECCOMP_GET_ACTION_AVAIL),
                         ctypes.c_uint(0), ctypes.byref(val))
-    return res == 0
+    return bool(res == 0)
 
 
 def seccomp_notif_sizes() -> tuple[int, int, int]:

@@ -29,8 +29,8 @@ class Notification:
 def receive(fd: int) -> Notification:
     buf = bytearray(_NOTIF.size)
     fcntl.ioctl(fd, SECCOMP_IOCTL_NOTIF_RECV, buf, True)
-    nid, pid, _flags, nr, arch, ip, *args = _NOTIF.unpack(buf)
-    return Notification(nid, pid, nr, arch, ip, tuple(args))  # type: ignore[arg-type]
+    nid, pid, _flags, nr, arch, ip, a0, a1, a2, a3, a4, a5 = _NOTIF.unpack(buf)
+    return Notification(nid, pid, nr, arch, ip, (a0, a1, a2, a3, a4, a5))
 
 
 def respond_errno(fd: int, nid: int, errno: int) -> None:

@@ -35,9 +35,9 @@ def main_host_pid(init_pid: int, inside_pid: int | None) -> int | None:
         try:
             with open(f"/proc/{k}/status") as f:
                 for line in f:
-                    if line.startswith("NStgid:"):
-                        if inside_pid is None or int(line.split()[-1]) == inside_pid:
-                            return k
+                    if line.startswith("NStgid:") and (
+                            inside_pid is None or int(line.split()[-1]) == inside_pid):
+                        return k
         except OSError:
             continue
     return kids[0] if kids else None

@@ -1,9 +1,14 @@
 """Workspace and /tmp changes inside the sandbox, watched with watchfiles through
 /proc/PID/root, and a manifest of the workspace when the sandbox ends.
 
-watchfiles batches inotify events; a directory created and filled at once may be reported
-only by its deepest file, so every added directory is scanned and anything in it we have not
-seen yet is reported too. Each path is reported once per change, with the right kind.
+The watches are put in place in ``snapshot()``, which the supervisor calls while the main
+process waits in its exec (seccomp notification): nothing the program does can happen before
+they exist, however late the supervisor gets to start the rest of its sources on a busy
+machine. (watchfiles' ``awatch`` would only add them once its task first runs; so this uses
+its documented Rust backend, ``RustNotify``, whose constructor adds the watches and starts
+collecting.) watchfiles batches inotify events; a directory created and filled at once may be
+reported only by its deepest file, so every added directory is scanned and anything in it we
+have not seen yet is reported too. Each path is reported once per change, with the right kind.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 from engine import events as ev
 
 MAX_MANIFEST = 20_000
+DEBOUNCE_MS, STEP_MS, TIMEOUT_MS = 60, 20, 100
 
 
 class FileWatcher:
@@ -26,7 +32,8 @@ class FileWatcher:
         self.prefix = f"/proc/{main_host_pid}/root"
         self.known: dict[str, tuple[bool, int]] = {}  # inside path -> (is_dir, size)
         self._mtimes: dict[str, int] = {}
-        self._stop = asyncio.Event()
+        self._finishing = False  # stop() asks the watch loop for a last collection
+        self._notify: Any = None  # watchfiles' RustNotify, from snapshot() on
         self._task: asyncio.Task[None] | None = None
         self._ws_fd: int | None = None
         self._snapshotted = False
@@ -38,8 +45,23 @@ class FileWatcher:
         if self._snapshotted:
             return
         self._snapshotted = True
+        import sys, time; print("DBG snapshot", time.monotonic(), file=sys.stderr)
+        self._watch()
+        print("DBG watch", self._notify, time.monotonic(), file=sys.stderr)
         for d in self.dirs:
             self._scan(d, emit=False)
+
+    def _watch(self) -> None:
+        from watchfiles._rust_notify import RustNotify
+
+        paths = [self.prefix + d for d in self.dirs if os.path.isdir(self.prefix + d)]
+        if not paths:
+            return
+        try:
+            # (paths, debug, force_polling, poll_delay_ms, recursive, ignore_permission_denied)
+            self._notify = RustNotify(paths, False, False, 300, True, True)
+        except (OSError, RuntimeError):
+            self._notify = None  # the sandbox is already gone, or no inotify: scans only
 
     def start(self) -> None:
         self.snapshot()
@@ -63,13 +85,13 @@ class FileWatcher:
     async def stop(self) -> None:
         for h in self._handles:
             h.cancel()
-        self._stop.set()
+        self._finishing = True
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, 2.0)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 self._task.cancel()
-            except Exception:  # noqa: BLE001 - the sandbox root vanished under the watcher
+            except Exception:  # noqa: BLE001, S110 - the sandbox root vanished under the watcher
                 pass
         self._final_reconcile()
         self._manifest()
@@ -79,7 +101,7 @@ class FileWatcher:
         fd = self._ws_fd
         if fd is None:
             return
-        now: dict[str, tuple[bool, int]] = {}
+        now: dict[str, os.stat_result] = {}
         try:
             for root, dirs, files, rootfd in os.fwalk(".", dir_fd=fd):
                 for name in dirs + files:
@@ -88,35 +110,41 @@ class FileWatcher:
                     except OSError:
                         continue
                     rel = os.path.normpath(os.path.join(root, name))
-                    is_dir = stat.S_ISDIR(st.st_mode)
-                    now[f"{self.workspace}/{rel}"] = (is_dir, 0 if is_dir else st.st_size)
+                    now[f"{self.workspace}/{rel}"] = st
         except OSError:
             return
-        for path in sorted(now):
-            if path not in self.known:
-                self.known[path] = now[path]
-                self._emit("added", path, now[path][1], now[path][0])
+        for path in sorted(now):  # parents first; added, or modified since last seen
+            self._seen(path, now[path])
         ws = self.workspace + "/"
         for path in sorted((p for p in self.known if p.startswith(ws) and p not in now),
                            reverse=True):
             self._emit("deleted", path, None, self.known.pop(path)[0])
 
     async def _run(self) -> None:
-        import watchfiles
-
-        paths = [self.prefix + d for d in self.dirs if os.path.isdir(self.prefix + d)]
-        if not paths:
+        notify = self._notify
+        if notify is None:
             return
+        loop = asyncio.get_running_loop()
         try:
-            async for batch in watchfiles.awatch(*paths, stop_event=self._stop, debounce=60,
-                                                 step=20, watch_filter=None,
-                                                 ignore_permission_denied=True):
-                self._batch(batch)
-        except (FileNotFoundError, RuntimeError, OSError):
-            return  # the sandbox ended while the watcher started
+            while True:
+                # no stop_event: a stopped watch() drops what it collected; instead, once
+                # stop() is called, one last short watch() hands over what is left
+                final = self._finishing
+                raw = await loop.run_in_executor(None, notify.watch, DEBOUNCE_MS, STEP_MS,
+                                                 STEP_MS if final else TIMEOUT_MS, None)
+                if isinstance(raw, set) and raw:
+                    import sys, time; print("DBG batch", time.monotonic(), sorted(raw), file=sys.stderr)
+                    self._batch(raw)
+                if final:
+                    return
+        except (RuntimeError, OSError):
+            return  # the sandbox's root vanished under the watcher
+        finally:
+            self._notify = None
+            notify.close()
 
     def _inside(self, host_path: str) -> str:
-        return host_path[len(self.prefix):] if host_path.startswith(self.prefix) else host_path
+        return host_path.removeprefix(self.prefix)
 
     def _stat(self, inside: str) -> os.stat_result | None:
         try:
