@@ -4,8 +4,12 @@ Three processes make a sandbox:
 
 - **A, the keeper** (forked by the spawner): joins the cgroup, unshares the user, PID, network,
   IPC, UTS and cgroup namespaces, gets its id maps, forks B, then waits. It stays on the
-  host's mount namespace so it can remove the cgroup at the end; if the supervisor vanishes
-  (its control socket reaches EOF, even after a SIGKILL) it kills B and cleans up.
+  host's mount namespace so it can remove the cgroup at the end (it steps back into the
+  cgroup it came from first); if the supervisor vanishes (its control socket reaches EOF,
+  even after a SIGKILL) it kills B and cleans up. Unsharing the user namespace costs it its
+  capabilities on the host: when removing the group needs them (root below a 0555
+  hierarchy root), A forks beforehand a small helper, outside the group, that removes it
+  once A is gone.
 - **B, PID 1 inside**: unshares the mount namespace, builds the tmpfs root, pivots into it,
   forks C, hands C's seccomp listener to the supervisor, then reaps orphans and forwards
   signals; when C exits it kills whatever is left and reports C's status.
@@ -396,8 +400,17 @@ def _init(plan: LaunchPlan, ctrl: int) -> None:
         raise _Stage("rootfs", err) from err
     try:
         libc.sethostname(plan.hostname)
-        if plan.net_mode == "loopback":
+        if plan.net_mode in ("loopback", "allowlist"):
             _loopback_up()
+        if plan.net_mode == "allowlist":
+            # the proxy's, the DNS stub's and the captured ports' listening sockets, made in
+            # this namespace and handed to the supervisor; the command inherits none of them
+            from engine.network.inside import make_sockets
+
+            names, fds = make_sockets(plan.net_capture_ports)
+            _send(ctrl, {"t": "net", "names": names}, fds)
+            for fd in fds:
+                os.close(fd)
     except OSError as err:
         raise _Stage("network", err) from err
 
