@@ -1,6 +1,7 @@
 """``flue``: run commands in a sandbox, check the machine, manage profiles.
 
     flue run [-p PROFILE] [--memory SIZE] [--cpus N] [--pids N] [--timeout S] [--net MODE]
+             [--allow-domain D]... [--resolve NAME=ADDRESS]...
              [--bind SRC[:DST][:ro|:rw]]... [--env K=V]... [--workspace DIR]
              [--report FILE] [--events FILE] -- CMD [ARG...]
     flue doctor
@@ -46,7 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--cpus", help="CPU quota in CPUs, e.g. 0.5")
     r.add_argument("--pids", help="maximum number of processes")
     r.add_argument("--timeout", help="wall-clock timeout in seconds (or 30s, 10m)")
-    r.add_argument("--net", choices=("none", "loopback"), help="network mode")
+    r.add_argument("--net", choices=("none", "loopback", "allowlist"), help="network mode")
+    r.add_argument("--allow-domain", action="append", default=[], metavar="D",
+                   help="allow outbound connections to D (NAME, *.DOMAIN, NAME:PORT); "
+                   "implies --net allowlist; repeatable")
+    r.add_argument("--resolve", action="append", default=[], metavar="NAME=ADDRESS",
+                   help="allowlist mode: connect to ADDRESS for NAME instead of asking the "
+                   "system resolver; repeatable")
     r.add_argument("--bind", action="append", default=[], metavar="SRC[:DST][:ro|:rw]",
                    help="bind a host path (read-only unless :rw)")
     r.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
@@ -94,8 +101,29 @@ def _overrides(a: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if limits:
         out["limits"] = limits
+    network: dict[str, Any] = {}
     if a.net:
-        out["network"] = {"mode": a.net}
+        network["mode"] = a.net
+    if a.allow_domain:
+        network["mode"] = a.net or "allowlist"
+        network["allow"] = list(a.allow_domain)
+    if a.resolve:
+        hosts = {}
+        for item in a.resolve:
+            name, sep, addr = item.partition("=")
+            if not sep or not name or not addr:
+                from engine.errors import LaunchError
+
+                raise LaunchError(f"bad --resolve {item!r}", fix="write --resolve NAME=ADDRESS")
+            hosts[name] = addr
+        network["hosts"] = hosts
+    if network:
+        if a.allow_domain and network["mode"] != "allowlist":
+            from engine.errors import LaunchError
+
+            raise LaunchError(f"--allow-domain needs --net allowlist, not --net {a.net}",
+                              fix="leave --net out (--allow-domain implies allowlist)")
+        out["network"] = network
     return out
 
 
@@ -190,6 +218,13 @@ def _conclude(a: argparse.Namespace, argv: list[str], profile: Any, result: Any)
     """The `flue:` lines, the report file, and the exit code."""
     if result.message:
         _err(result.message)
+    refused = [(k, v) for k, v in (result.network.get("hosts") or {}).items() if v["refused"]]
+    if refused:
+        why = {"no-match": "not in the allowlist", "port": "port not allowed",
+               "ip-address": "an IP address"}
+        shown = ", ".join(f"{k} ({why.get(v['rule'], v['rule'])})" for k, v in refused[:3])
+        more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
+        _err(f"flue: network: refused {shown}{more}")
     for note in result.degraded:
         if note.startswith("no cgroup"):
             continue

@@ -176,6 +176,42 @@ class Notice(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class NetworkRequest(Event):
+    """One outbound connection attempt in ``allowlist`` mode. An allowed one is reported
+    twice with the same ``id``: ``open`` when the supervisor reached the host, then
+    ``closed`` (with bytes and duration) or ``failed``; a refused one once, ``refused``."""
+
+    kind: ClassVar[str] = "network_request"
+    id: int = 0
+    state: str = "refused"  # open | closed | refused | failed
+    host: str = ""  # the name asked for (or the address, for a direct connect)
+    port: int = 0
+    allowed: bool = False
+    rule: str = ""  # the allow entry that matched, or why not: no-match | port | ip-address ...
+    reason: str = ""  # one line for a person
+    via: str = ""  # proxy (CONNECT) | http (forwarded request) | capture (DNS stub) | direct
+    address: str = ""  # the address the supervisor connected to
+    sni: str = ""  # the TLS server name the client sent, when it sent one
+    bytes_up: int = 0
+    bytes_down: int = 0
+    duration: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DnsQuery(Event):
+    """One question to the sandbox's DNS stub and its answer."""
+
+    kind: ClassVar[str] = "dns_query"
+    name: str = ""
+    qtype: str = "A"
+    allowed: bool = False
+    rule: str = ""  # the allow entry that matched the name, "" when none did
+    answers: tuple[str, ...] = ()
+    rcode: str = "NOERROR"  # NOERROR | NXDOMAIN | REFUSED | FORMERR | NOTIMP | SERVFAIL
+    transport: str = "udp"
+
+
+@dataclass(frozen=True, slots=True)
 class Exited(Event):
     kind: ClassVar[str] = "exited"
     exit_code: int = 0
@@ -194,5 +230,5 @@ class Exited(Event):
 REGISTRY: dict[str, type[Event]] = {
     c.kind: c
     for c in (Started, SyscallDenied, ResourceSample, LimitHit, FileChanged, ProcessStarted, ProcessExited,
-              ProcessTable, WorkspaceManifest, Output, Notice, Exited)
+              ProcessTable, WorkspaceManifest, Output, Notice, NetworkRequest, DnsQuery, Exited)
 }

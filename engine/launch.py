@@ -392,6 +392,8 @@ def _init(plan: LaunchPlan, ctrl: int) -> None:
         libc.set_pdeathsig(signal.SIGKILL)  # after the uid change, which clears it
     except OSError as err:
         raise _Stage("setuid", err) from err
+    if plan.net_mode == "allowlist":  # imported now: after pivot_root the code is out of sight
+        from engine.network.inside import make_sockets
     try:
         libc.unshare(libc.CLONE_NEWNS)
         libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
@@ -405,8 +407,6 @@ def _init(plan: LaunchPlan, ctrl: int) -> None:
         if plan.net_mode == "allowlist":
             # the proxy's, the DNS stub's and the captured ports' listening sockets, made in
             # this namespace and handed to the supervisor; the command inherits none of them
-            from engine.network.inside import make_sockets
-
             names, fds = make_sockets(plan.net_capture_ports)
             _send(ctrl, {"t": "net", "names": names}, fds)
             for fd in fds:

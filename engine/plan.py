@@ -52,11 +52,13 @@ class LaunchPlan:
     privileged_maps: bool  # True: the spawner (root) writes the id maps; False: the child does
     root_size: int
     mounts: tuple[MountOp, ...]
-    net_mode: str  # "none" | "loopback"
+    net_mode: str  # "none" | "loopback" | "allowlist"
     seccomp_bpf: bytes
     seccomp_notify: bool
     cgroup_procs: tuple[str, ...] = ()  # cgroup.procs files to join before unsharing
     cgroup_dirs: tuple[str, ...] = ()  # directories A removes on cleanup
     pass_fds: tuple[int, ...] = ()  # fds (numbers in the sandbox) passed on purpose
     ns_flags: int = 0
+    # allowlist mode: the ports PID 1 listens on (0.0.0.0:PORT) for captured connections
+    net_capture_ports: tuple[int, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)

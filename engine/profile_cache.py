@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import __version__
-from engine.profile.model import Profile
+from engine.profile.model import MODEL_VERSION, Profile
 
 
 def _cache_dir() -> Path:
@@ -42,7 +42,7 @@ def _user_dir() -> str:
 def load_profile_cached(name: str, overrides: dict[str, Any] | None = None) -> Profile:
     is_path = "/" in name or name.endswith(".toml")
     ident = os.path.abspath(name) if is_path else name
-    key = hashlib.sha256(json.dumps([__version__, ident, overrides, _user_dir()],
+    key = hashlib.sha256(json.dumps([__version__, MODEL_VERSION, ident, overrides, _user_dir()],
                                     sort_keys=True, default=str).encode()).hexdigest()[:32]
     path = _cache_dir() / f"{key}.pickle"
     try:

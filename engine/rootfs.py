@@ -30,6 +30,11 @@ def _etc_files(profile: Profile, hostname: str, net_mode: str) -> list[MountOp]:
     hosts = f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
     if net_mode == "none":
         resolv = "# flue: networking is off in this sandbox (network.mode = \"none\")\n"
+    elif net_mode == "allowlist":
+        from engine.network.policy import DNS_HOST
+
+        resolv = ("# flue: the sandbox's DNS stub; it answers only names the network allowlist "
+                  f"allows\nnameserver {DNS_HOST}\noptions timeout:2 attempts:2\n")
     else:
         resolv = "# flue: loopback only; no name server is reachable\n"
     ops = [

@@ -14,7 +14,7 @@ import os
 import signal as _signal
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +56,7 @@ class Result:
     message: str = ""  # the one `flue:` line, if any
     error: str = ""  # flue's own failure, rendered
     denials: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> count, errno
+    network: dict[str, Any] = field(default_factory=dict)  # the mode; allowlist: what went out
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -118,6 +119,7 @@ class Sandbox:
         name: str | None = None,
         capture_output: bool = False,
         live: bool = True,
+        hosts: Mapping[str, str] | None = None,
     ) -> None:
         if not argv:
             raise LaunchError("no command given", fix="put the command after --")
@@ -136,6 +138,10 @@ class Sandbox:
         self.id = name or f"flue-{os.getpid()}-{next(_seq)}"
         self.capture_output = capture_output
         self.live = live  # False: no periodic samples or process polling (the report only)
+        # the resolver hook: name (or "*.domain") -> address, used by the allowlist proxy
+        # instead of the system resolver; wins over the profile's [network] hosts
+        self.hosts = _check_hosts(hosts or {})
+        self.network: Any = None  # engine.network.service.NetworkService in allowlist mode
         self._out_fds: dict[int, tuple[str, Any]] = {}
         self._spawner = spawner
         self.result = Result()
@@ -262,6 +268,7 @@ class Sandbox:
         else:
             host_uid, host_gid, privileged = euid, os.getegid(), False
         notify = self.observe
+        allowlist = p.network.mode == "allowlist"
         if notify and not libc.seccomp_action_available(libc.SECCOMP_RET_USER_NOTIF):
             notify = False
             self.degraded.append("seccomp user notification is not supported by this kernel: "
@@ -269,10 +276,18 @@ class Sandbox:
         from engine.seccomp import TRACE_PROCESS
 
         self._filter = compile_filter(p.seccomp, notify=notify,
-                                      trace=TRACE_PROCESS if notify and self.live else ())
+                                      trace=(TRACE_PROCESS if notify and self.live else ())
+                                      + (("connect",) if notify and allowlist else ()))
         net = p.network.mode
         mounts = plan_mounts(p, workspace=self.workspace, extra_binds=self.binds, net_mode=net)
         env = build_env(p, self.extra_env)
+        capture: tuple[int, ...] = ()
+        if allowlist:
+            from engine.network.policy import capture_ports, proxy_env
+
+            capture = capture_ports(p.network.allow)
+            explicit = dict(p.env.set) | dict(self.extra_env)
+            env.update({k: v for k, v in proxy_env().items() if k not in explicit})
         cg = self._cgroup
         return LaunchPlan(
             sandbox_id=self.id,
@@ -294,6 +309,7 @@ class Sandbox:
             cgroup_dirs=tuple(cg.paths) if cg else (),
             pass_fds=self.pass_fds,
             ns_flags=NS_FLAGS,
+            net_capture_ports=capture,
         )
 
     def _isolation(self, plan: LaunchPlan) -> dict[str, Any]:
@@ -305,10 +321,19 @@ class Sandbox:
                         else "allowlist, errno (denials not observed)"),
             "capabilities": "none (bounding set emptied)",
             "no_new_privs": True,
-            "network": plan.net_mode,
+            "network": self._network_isolation(plan.net_mode),
             "cgroup": self._cgroup_mode,
             "workspace": self.workspace or f"tmpfs {self.profile.filesystem.workspace_size} bytes",
         }
+
+    def _network_isolation(self, mode: str) -> str:
+        if mode == "none":
+            return "none (an empty network namespace, loopback down)"
+        if mode == "loopback":
+            return "loopback (a private lo, nothing beyond it)"
+        n = len(self.profile.network.allow)
+        return (f"allowlist ({n} rule{'s' if n != 1 else ''}; no route out, proxy "
+                "127.0.0.1:3128 and DNS stub 127.0.0.1:53 served by the supervisor)")
 
     def _limits_dict(self) -> dict[str, Any]:
         lim = self._limits()
@@ -461,7 +486,7 @@ class Sandbox:
         assert self._ctrl is not None
         while True:
             try:
-                data, fds, _flags, _addr = socket.recv_fds(self._ctrl, 65536, 4)
+                data, fds, _flags, _addr = socket.recv_fds(self._ctrl, 65536, 64)
             except BlockingIOError:
                 return
             except OSError:
@@ -482,6 +507,9 @@ class Sandbox:
                 self._pidfd = libc.pidfd_open(self.init_pid)
             except OSError:
                 self._pidfd = None
+        elif t == "net":
+            self._start_network(msg, fds)
+            fds = []
         elif t == "listener" and fds:
             self._listener = fds[0]
             self._start_listener()
@@ -542,6 +570,16 @@ class Sandbox:
             self._denials.tracker = self.processes
         self._denials.start()
 
+    def _start_network(self, msg: dict[str, Any], fds: list[int]) -> None:
+        """PID 1 sent the sockets it made in the sandbox's namespace: serve them."""
+        from engine.network.policy import HostsMap
+        from engine.network.service import NetworkService, adopt_sockets
+
+        socks = adopt_sockets([str(n) for n in msg.get("names", [])], fds)
+        hosts = HostsMap([*self.profile.network.hosts, *self.hosts.items()])
+        self.network = NetworkService(self, self.profile.network.allow, hosts, socks)
+        self.network.start()
+
     def on_main_exec(self, host_pid: int) -> None:
         """The main process is about to exec (it waits for our answer): snapshot the
         workspace now, so everything the program creates counts as added."""
@@ -593,7 +631,11 @@ class Sandbox:
                 sample = self._cgroup.sample()
             except OSError:
                 sample = None
+        if self.network is not None:
+            self.network.stop()  # open connections end now: their last events come first
         self._compute_result(init_status, sample)
+        self.result.network = (self.network.summary() if self.network is not None
+                               else {"mode": self.profile.network.mode})
         if self._denials is not None:
             self.result.denials = self._denials.summary()
         if self._ctrl is None:
@@ -700,6 +742,20 @@ class Sandbox:
                          f"({_fmt_bytes(lim.memory)})")
         elif r.signal is not None:
             r.message = f"flue: the command was killed by {_signame(r.signal)}"
+
+
+def _check_hosts(hosts: Mapping[str, str]) -> dict[str, str]:
+    from engine.network.policy import RuleError, check_address, check_name
+
+    out = {}
+    for name, addr in hosts.items():
+        try:
+            wild = name.startswith("*.")
+            key = ("*." if wild else "") + check_name(name[2:] if wild else name)
+            out[key] = check_address(addr)
+        except RuleError as err:
+            raise LaunchError(f"hosts: {err}", fix=err.fix) from None
+    return out
 
 
 def _fmt_bytes(n: int | None) -> str:

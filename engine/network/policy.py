@@ -98,6 +98,12 @@ def check_name(host: str, *, what: str = "name") -> str:
 def parse_rule(text: str) -> Rule:
     """``NAME``, ``*.DOMAIN``, with an optional ``:PORT``; raises RuleError."""
     s = text.strip()
+    if "://" in s or "/" in s:
+        raise RuleError(f"{text!r} is a URL, not a host name",
+                        fix='write only the host name, like "pypi.org" (and :PORT if needed)')
+    if s in ("*", "*.", ""):
+        raise RuleError(f"{text!r} would allow every name",
+                        fix='list the domains the program needs, like "*.pypi.org"')
     ports: tuple[int, ...] = DEFAULT_PORTS
     host = s
     if s.count(":") == 1:

@@ -42,7 +42,7 @@ from engine.profile.model import (
 from engine.profile.paths import builtin_profile_dir, search_dirs
 from engine.profile.sizes import DURATION_HINT, SIZE_HINT, parse_duration, parse_size
 
-NETWORK_MODES = ("none", "loopback")
+NETWORK_MODES = ("none", "loopback", "allowlist")
 # what flue's launcher runs between loading the filter and the program's first instruction
 LAUNCHER_SYSCALLS = ("read", "write", "close", "execve", "exit", "exit_group", "rt_sigreturn")
 # files flue writes into the sandbox's /etc itself; binding the host's would clash
@@ -225,6 +225,40 @@ def _network_mode(v: Any, w: _Where) -> str:
     return s
 
 
+def _allow_rule(v: Any, w: _Where) -> str:
+    from engine.network.policy import RuleError, parse_rule
+
+    s = _string(v, w)
+    try:
+        return parse_rule(s).text
+    except RuleError as err:
+        w.fail(str(err), fix=err.fix)
+
+
+def _hosts_name(v: Any, w: _Where) -> str:
+    from engine.network.policy import RuleError, check_name, is_ip_literal
+
+    s = _string(v, w)
+    wild = s.startswith("*.")
+    if is_ip_literal(s):
+        w.fail(f"{s!r} is an address; hosts maps names to addresses",
+               fix='write a name and the address it stands for: "db.internal" = "10.0.0.5"')
+    try:
+        return ("*." if wild else "") + check_name(s[2:] if wild else s)
+    except RuleError as err:
+        w.fail(str(err), fix=err.fix)
+
+
+def _hosts_address(v: Any, w: _Where) -> str:
+    from engine.network.policy import RuleError, check_address
+
+    s = _string(v, w)
+    try:
+        return check_address(s)
+    except RuleError as err:
+        w.fail(str(err), fix=err.fix)
+
+
 def _errno_value(v: Any, w: _Where) -> int:
     if isinstance(v, bool):
         w.fail("expected an errno name or number, found a boolean", fix='write a name like "EPERM"')
@@ -386,7 +420,11 @@ _SCHEMA: dict[str, _Field | dict[str, _Field]] = {
         "binds": _List(_bind, ident=lambda b: b.dst),
         "tmpfs": _Table(_abs_path, _size),
     },
-    "network": {"mode": _Scalar(_network_mode)},
+    "network": {
+        "mode": _Scalar(_network_mode),
+        "allow": _List(_allow_rule),
+        "hosts": _Table(_hosts_name, _hosts_address),
+    },
     "seccomp": {
         "allow": _List(_syscall_entry),
         "deny": _List(_syscall_entry),
@@ -688,12 +726,27 @@ def _build(name: str, chain: Sequence[str], merged: _Merged) -> Profile:
         description=scalar("description", ""),
         hostname=scalar("hostname", Profile.__dataclass_fields__["hostname"].default),
         filesystem=filesystem,
-        network=NetworkPolicy(mode=scalar("network.mode", NetworkPolicy().mode)),
+        network=_build_network(merged),
         seccomp=_build_seccomp(merged, sc_default),
         limits=limits,
         env=env,
         user=user,
     )
+
+
+def _build_network(merged: _Merged) -> NetworkPolicy:
+    from engine.network.policy import MAX_PORTS, Allowlist
+
+    mode_item = merged.scalars.get("network.mode")
+    allow = tuple(item.value for item in merged.lists.get("network.allow", {}).values())
+    ports = Allowlist(allow).ports()
+    if len(ports) > MAX_PORTS:
+        where = merged.last_set["network.allow"]
+        where.fail(f"the allowlist names {len(ports)} different ports; at most {MAX_PORTS}",
+                   fix="the sandbox listens on each allowed port: allow fewer distinct ports")
+    hosts = tuple((k, i.value) for k, i in merged.tables.get("network.hosts", {}).items())
+    return NetworkPolicy(mode=mode_item.value if mode_item else NetworkPolicy().mode,
+                         allow=allow, hosts=hosts)
 
 
 def _build_seccomp(merged: _Merged, default: SeccompPolicy) -> SeccompPolicy:

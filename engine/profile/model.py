@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# bumped when a record gains or loses a field: pickled profiles of another shape are stale
+MODEL_VERSION = 2
+
 
 @dataclass(frozen=True, slots=True)
 class Bind:
@@ -40,7 +43,11 @@ class FilesystemPolicy:
 
 @dataclass(frozen=True, slots=True)
 class NetworkPolicy:
-    mode: str = "none"  # "none" | "loopback"
+    mode: str = "none"  # "none" | "loopback" | "allowlist"
+    # allowlist mode: normalised rules ("pypi.org", "*.example.com", "api.example.org:8443")
+    allow: tuple[str, ...] = ()
+    # the resolver map: name (or "*.domain") -> address, used instead of the system resolver
+    hosts: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

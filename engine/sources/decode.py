@@ -154,6 +154,50 @@ def _open_flags(v: int) -> str:
     return acc if rest == "0" else f"{acc}|{rest}"
 
 
+def read_bytes(tid: int, addr: int, size: int, procfs: str = "/proc") -> bytes | None:
+    """``size`` bytes of thread ``tid``'s memory at ``addr`` (a syscall's struct argument)."""
+    if not addr or size <= 0:
+        return None
+    try:
+        fd = os.open(f"{procfs}/{tid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.pread(fd, size, addr)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def socket_type(tid: int, fd: int, procfs: str = "/proc") -> int | None:
+    """SOCK_STREAM, SOCK_DGRAM ... of thread ``tid``'s fd ``fd`` (a copy taken with
+    pidfd_getfd, then closed), or None when it cannot be seen."""
+    from engine._linux import libc
+
+    try:
+        with open(f"{procfs}/{tid}/status") as f:
+            tgid = next(int(ln.split()[1]) for ln in f if ln.startswith("Tgid:"))
+        pidfd = libc.pidfd_open(tgid)
+    except (OSError, StopIteration, ValueError):
+        return None
+    try:
+        copy = libc.pidfd_getfd(pidfd, fd)
+    except OSError:
+        return None
+    finally:
+        os.close(pidfd)
+    try:
+        sock = socket.socket(fileno=copy)
+    except OSError:
+        os.close(copy)
+        return None
+    try:
+        return int(sock.type) & 0xF
+    finally:
+        sock.close()
+
+
 class Decoder:
     def __init__(self, listener_fd: int, *, procfs: str = "/proc") -> None:
         self.fd = listener_fd

@@ -153,10 +153,14 @@ class DenialListener:
             self._loop.call_later(window - (now - self._window_start), self._resume)
 
     def _trace(self, n: notify.Notification, name: str) -> None:
-        """An allowed syscall we observe (exec, exit): look, then let it continue."""
+        """An allowed syscall we observe (exec, exit, connect): look, then let it continue
+        (a connect the network policy refuses anyway is answered with its errno at once)."""
         tracker = self.tracker
+        answer = 0
         try:
-            if tracker is not None and name in ("execve", "execveat"):
+            if name == "connect":
+                answer = self._connect(n)
+            elif tracker is not None and name in ("execve", "execveat"):
                 path, argv = self._decoder.exec_args(n, name)
                 if notify.id_valid(self.fd, n.id):
                     tracker.on_exec(n.pid, argv, path)
@@ -164,9 +168,28 @@ class DenialListener:
                 tracker.on_exit(n.pid, n.args[0] & 0xFF)
         finally:
             try:
-                notify.respond_continue(self.fd, n.id)
+                if answer:
+                    notify.respond_errno(self.fd, n.id, answer)
+                else:
+                    notify.respond_continue(self.fd, n.id)
             except OSError:
                 pass
+
+    def _connect(self, n: notify.Notification) -> int:
+        """allowlist mode: show the destination to the network service. The namespace has
+        no route out whatever we answer; the answer only makes a refusal immediate and
+        clear, so memory read here (possibly changed by another thread meanwhile) never
+        widens what the sandbox can reach."""
+        net = getattr(self.sb, "network", None)
+        if net is None:
+            return 0
+        from engine.sources.decode import read_bytes, socket_type
+
+        raw = read_bytes(n.pid, n.args[1], min(n.args[2] & 0xFFFFFFFF, 128))
+        if not raw or not notify.id_valid(self.fd, n.id):
+            return 0
+        answer: int = net.on_connect(raw, lambda: socket_type(n.pid, n.args[0] & 0xFFFFFFFF))
+        return answer
 
     def _record(self, n: notify.Notification, name: str, key: tuple[Any, ...], eno: int,
                 info: dict[str, Any] | None) -> None:
