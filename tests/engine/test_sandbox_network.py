@@ -58,8 +58,8 @@ def requests(run: Any) -> dict[str, Any]:
 
 def test_curl_https_and_http_through_the_proxy(flue, inet):
     r = flue.run(["sh", "-c",
-                  f"curl -sS --cacert /certs/cert.pem https://api.example.test:{inet.https_port}/hello"
-                  f" && curl -sS http://web.example.test:{inet.http_port}/hello"],
+                  (f"curl -sS --cacert /certs/cert.pem https://api.example.test:{inet.https_port}/hello"
+                  f" && curl -sS http://web.example.test:{inet.http_port}/hello")],
                  *allow(inet, "api.example.test:{https}", "web.example.test:{http}"))
     assert r.returncode == 0, r
     assert f"hello from api.example.test:{inet.https_port}" in r.stdout, r
@@ -95,8 +95,8 @@ def test_pip_download_from_a_local_index(flue, inet):
 
 
 def test_git_clone_over_http(flue, inet):
-    r = flue.run(["sh", "-c", f"git clone -q http://git.example.test:{inet.http_port}/git/repo.git "
-                  "/tmp/repo && cat /tmp/repo/README"],
+    r = flue.run(["sh", "-c", (f"git clone -q http://git.example.test:{inet.http_port}/git/repo.git "
+                  "/tmp/repo && cat /tmp/repo/README")],
                  *allow(inet, "git.example.test:{http}"), timeout=120)
     assert r.returncode == 0, r
     assert r.stdout == README, r
@@ -133,8 +133,8 @@ def test_wildcard_rule(flue, inet):
 def test_a_name_not_allowlisted_is_refused_with_a_message_and_an_event(flue, inet):
     ev = flue.tmpdir("events") / "events.jsonl"
     r = flue.run(["sh", "-c",
-                  f"curl -sS --cacert /certs/cert.pem https://evil.example.test:{inet.https_port}/hello;"
-                  f" echo curl=$?; curl -sS http://evil.example.test:{inet.http_port}/hello"],
+                  (f"curl -sS --cacert /certs/cert.pem https://evil.example.test:{inet.https_port}/hello;"
+                  f" echo curl=$?; curl -sS http://evil.example.test:{inet.http_port}/hello")],
                  *allow(inet, "api.example.test:{https}"), "--events", str(ev))
     assert "curl=56" in r.stdout, r  # CONNECT refused
     assert "403" in r.stderr, r

@@ -79,7 +79,7 @@ def make_git_repo(d: Path) -> Path:
            "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(d)}
     d.mkdir(parents=True, exist_ok=True)
     work, bare = d / "work", d / "repo.git"
-    run = lambda *a: subprocess.run(a, check=True, capture_output=True, env=env, timeout=60)  # noqa: E731
+    run = lambda *a: subprocess.run(a, check=True, capture_output=True, env=env, timeout=60)
     run("git", "init", "-q", "-b", "main", str(work))
     (work / "README").write_text(README)
     run("git", "-C", str(work), "add", "README")
@@ -99,10 +99,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     internet: Internet
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         inet = self.internet
         host = self.headers.get("Host", "")
         with inet.lock:
