@@ -385,7 +385,33 @@ def init_main(plan: LaunchPlan, ctrl: int) -> NoReturn:
     os._exit(125)
 
 
+INIT_TITLE = b"flue-init"
+
+
+def _scrub_args_and_env() -> None:
+    """Blank PID 1's command line and environment in its own memory: PID 1 is a fork of
+    flue, and /proc/1/cmdline (readable by everyone inside) would show flue's command line
+    with its host paths; the environment holds the caller's (secrets included), which
+    non-dumpability already hides -- this makes it gone, not just unreadable. Python's
+    sys.argv and os.environ are copies and stay as they were. Best effort."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        # fields after the comm: state is field 3, arg_start is field 48 (see proc(5))
+        arg_start, arg_end, env_start, env_end = (int(x) for x in fields[45:49])
+        with open("/proc/self/mem", "r+b", buffering=0) as mem:
+            if arg_end > arg_start:
+                mem.seek(arg_start)
+                mem.write(INIT_TITLE[: arg_end - arg_start - 1].ljust(arg_end - arg_start, b"\0"))
+            if env_end > env_start:
+                mem.seek(env_start)
+                mem.write(bytes(env_end - env_start))
+    except (OSError, ValueError, IndexError):
+        pass
+
+
 def _init(plan: LaunchPlan, ctrl: int) -> None:
+    _scrub_args_and_env()
     try:
         os.setresgid(plan.gid, plan.gid, plan.gid)
         os.setresuid(plan.uid, plan.uid, plan.uid)
