@@ -88,7 +88,9 @@ def test_a_real_sandbox_without_notification_answers_errnos_and_says_why(no_user
         import ctypes, sys
         libc = ctypes.CDLL(None, use_errno=True)
         r = libc.syscall(int(sys.argv[1]), 0, 0, 0, 0, 0, 0)
-        print(r, ctypes.get_errno())
+        print(r, ctypes.get_errno(), flush=True)
+        import time
+        time.sleep(0.3)  # long enough to be polled: no exec/exit reports without the listener
     """)
     seen: list[ev.Event] = []
 
