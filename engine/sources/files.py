@@ -6,9 +6,13 @@ process waits in its exec (seccomp notification): nothing the program does can h
 they exist, however late the supervisor gets to start the rest of its sources on a busy
 machine. (watchfiles' ``awatch`` would only add them once its task first runs; so this uses
 its documented Rust backend, ``RustNotify``, whose constructor adds the watches and starts
-collecting.) watchfiles batches inotify events; a directory created and filled at once may be
-reported only by its deepest file, so every added directory is scanned and anything in it we
-have not seen yet is reported too. Each path is reported once per change, with the right kind.
+collecting.) A thread of ours collects the batches from then on and stats their paths at
+once, so a busy event loop neither merges batches nor reads sizes late.
+
+watchfiles batches inotify events; a directory created and filled at once may be reported
+only by its deepest file, so every added directory is scanned and anything in it we have not
+seen yet is reported too. Each path is reported once per change, with the right kind; a file
+made and removed within one batch is reported as added, then deleted.
 """
 
 from __future__ import annotations
@@ -16,12 +20,20 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import threading
 from typing import Any
 
 from engine import events as ev
 
 MAX_MANIFEST = 20_000
 DEBOUNCE_MS, STEP_MS, TIMEOUT_MS = 60, 20, 100
+
+
+def _lstat(host_path: str) -> os.stat_result | None:
+    try:
+        return os.lstat(host_path)
+    except OSError:
+        return None
 
 
 class FileWatcher:
@@ -34,22 +46,38 @@ class FileWatcher:
         self._mtimes: dict[str, int] = {}
         self._finishing = False  # stop() asks the watch loop for a last collection
         self._notify: Any = None  # watchfiles' RustNotify, from snapshot() on
-        self._task: asyncio.Task[None] | None = None
+        self._thread: threading.Thread | None = None
         self._ws_fd: int | None = None
         self._snapshotted = False
         self._handles: list[asyncio.TimerHandle] = []
         self.workspace = dirs[0] if dirs else "/work"
 
     def snapshot(self) -> None:
-        """What is there before the program runs (a bound workspace's files are not news)."""
+        """What is there before the program runs (a bound workspace's files are not news);
+        the watches, and the thread that collects their batches, start here too."""
         if self._snapshotted:
             return
         self._snapshotted = True
-        import sys, time; print("DBG snapshot", time.monotonic(), file=sys.stderr)
+        self._open_workspace()
         self._watch()
-        print("DBG watch", self._notify, time.monotonic(), file=sys.stderr)
         for d in self.dirs:
             self._scan(d, emit=False)
+        if self._notify is not None:
+            self._thread = threading.Thread(target=self._pump,
+                                            args=(self._notify, asyncio.get_running_loop()),
+                                            name=f"flue-files-{self.pid}", daemon=True)
+            self._thread.start()
+
+    def _open_workspace(self) -> None:
+        if self._ws_fd is not None:
+            return
+        try:
+            # keeps the workspace's mount alive for the exit manifest, even after the sandbox
+            # is gone; closed after the manifest
+            self._ws_fd = os.open(self.prefix + self.workspace, os.O_RDONLY | os.O_DIRECTORY
+                                  | os.O_CLOEXEC)
+        except OSError:
+            self._ws_fd = None
 
     def _watch(self) -> None:
         from watchfiles._rust_notify import RustNotify
@@ -64,16 +92,9 @@ class FileWatcher:
             self._notify = None  # the sandbox is already gone, or no inotify: scans only
 
     def start(self) -> None:
-        self.snapshot()
-        try:
-            # keeps the workspace's mount alive for the exit manifest, even after the sandbox
-            # is gone; closed in stop()
-            self._ws_fd = os.open(self.prefix + self.workspace, os.O_RDONLY | os.O_DIRECTORY
-                                  | os.O_CLOEXEC)
-        except OSError:
-            self._ws_fd = None
+        self.snapshot()  # (late, when the main exec was not observed: --no-observe)
+        self._open_workspace()
         loop = asyncio.get_running_loop()
-        self._task = loop.create_task(self._run())
         # the watches take a moment to be in place: reconcile what happened meanwhile
         for delay in (0.05, 0.25, 1.0):
             self._handles.append(loop.call_later(delay, self._reconcile))
@@ -86,13 +107,10 @@ class FileWatcher:
         for h in self._handles:
             h.cancel()
         self._finishing = True
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(self._task, 2.0)
-            except (TimeoutError, asyncio.CancelledError):
-                self._task.cancel()
-            except Exception:  # noqa: BLE001, S110 - the sandbox root vanished under the watcher
-                pass
+        if self._thread is not None:
+            # the thread's last batches are queued on the loop before this join returns
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 2.0)
+            self._thread = None
         self._final_reconcile()
         self._manifest()
 
@@ -120,21 +138,19 @@ class FileWatcher:
                            reverse=True):
             self._emit("deleted", path, None, self.known.pop(path)[0])
 
-    async def _run(self) -> None:
-        notify = self._notify
-        if notify is None:
-            return
-        loop = asyncio.get_running_loop()
+    def _pump(self, notify: Any, loop: asyncio.AbstractEventLoop) -> None:
+        """The watching thread: collect a batch, stat its paths at once (what the batch
+        saw, not what is there when a busy event loop gets to it), hand it to the loop."""
         try:
             while True:
                 # no stop_event: a stopped watch() drops what it collected; instead, once
-                # stop() is called, one last short watch() hands over what is left
-                final = self._finishing
-                raw = await loop.run_in_executor(None, notify.watch, DEBOUNCE_MS, STEP_MS,
-                                                 STEP_MS if final else TIMEOUT_MS, None)
+                # stop() is called (or the main process is gone), one last short watch()
+                # hands over what is left
+                final = self._finishing or not os.path.exists(f"/proc/{self.pid}/root")
+                raw = notify.watch(DEBOUNCE_MS, STEP_MS, STEP_MS if final else TIMEOUT_MS, None)
                 if isinstance(raw, set) and raw:
-                    import sys, time; print("DBG batch", time.monotonic(), sorted(raw), file=sys.stderr)
-                    self._batch(raw)
+                    stats = {path: _lstat(path) for _change, path in raw}
+                    loop.call_soon_threadsafe(self._batch, raw, stats)
                 if final:
                     return
         except (RuntimeError, OSError):
@@ -152,19 +168,26 @@ class FileWatcher:
         except OSError:
             return None
 
-    def _batch(self, batch: set[tuple[Any, str]]) -> None:
+    def _batch(self, batch: set[tuple[Any, str]],
+               stats: dict[str, os.stat_result | None] | None = None) -> None:
         import watchfiles
 
-        items = sorted(((c, self._inside(p)) for c, p in batch),
+        stats = stats or {}
+        items = sorted(((c, self._inside(p), p) for c, p in batch),
                        key=lambda cp: (cp[0] == watchfiles.Change.deleted, cp[1]))
-        deleted = sorted((p for c, p in items if c == watchfiles.Change.deleted), reverse=True)
-        for change, path in items:
+        deleted = sorted((p for c, p, _h in items if c == watchfiles.Change.deleted),
+                         reverse=True)
+        for change, path, host in items:
             if change == watchfiles.Change.deleted:
                 continue
-            st = self._stat(path)
+            st = stats[host] if host in stats else self._stat(path)
             if st is None:
                 if path in self.known:
                     self._emit("deleted", path, None, self.known.pop(path)[0])
+                elif path in deleted:
+                    # made and removed within one batch: it existed, say so
+                    self._emit("added", path, None, False)
+                    self._emit("deleted", path, None, False)
                 continue
             self._ensure_parents(path)
             self._seen(path, st)
