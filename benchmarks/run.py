@@ -19,6 +19,9 @@ Sections (``--only NAME``, repeatable or comma-separated):
               reference.
   supervisor  the ``flue run`` process's own CPU time (children excluded) per 100k denials
               while one sandbox floods denials, and its peak RSS.
+  network     the allowlist proxy vs a direct connection to a local server: throughput of a
+              100 MB download and new-connection set-up latency (p50/p95), through the proxy
+              and through a captured connection (benchmarks/netbench.py), as ratios.
 
 Results: a table on stdout and ``bench-results/latest.json``. Nothing is installed here:
 missing tools are named with the command that installs them.
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import math
 import os
@@ -47,7 +51,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench-results"
-SECTIONS = ("cold-start", "memory", "denials", "supervisor")
+SECTIONS = ("cold-start", "memory", "denials", "supervisor", "network")
 COLD_START_TARGET_MS = 50.0
 NSJAIL_US_PER_TRACED_CALL = (88.0, 147.0)  # google/nsjail pull request #308, "Cost" table
 BENCH_MOUNT = "/opt/flue-bench"  # where the flood program is bound inside the sandbox
@@ -62,6 +66,7 @@ NEEDS = {
     "memory": ("bwrap",),
     "denials": ("gcc",),
     "supervisor": ("gcc",),
+    "network": (),
 }
 
 
@@ -937,11 +942,33 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     return cfg
 
 
+def _netbench() -> Any:
+    spec = importlib.util.spec_from_file_location("flue_netbench", Path(__file__).with_name(
+        "netbench.py"))
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def run_network(cfg: Config) -> dict[str, Any]:
+    try:
+        result: dict[str, Any] = _netbench().run(cfg.quick, flue_cmd(), bench_env(), say)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as err:
+        raise BenchError(str(err)) from err
+    return result
+
+
+def print_network(r: dict[str, Any]) -> None:
+    _netbench().show(r, say)
+
+
 RUNNERS: dict[str, tuple[Callable[[Config], dict[str, Any]], Callable[[dict[str, Any]], None]]] = {
     "cold-start": (run_cold_start, print_cold_start),
     "memory": (run_memory, print_memory),
     "denials": (run_denials, print_denials),
     "supervisor": (run_supervisor, print_supervisor),
+    "network": (run_network, print_network),
 }
 
 
