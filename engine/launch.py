@@ -660,15 +660,66 @@ _LOCKED = (
 )
 
 
-def _bind(root_fd: int, dst: str, src_fd: int, tgt_fd: int, rw: bool, dev: bool = False) -> None:
+def _bind(root_fd: int, dst: str, src_fd: int, tgt_fd: int, rw: bool, dev: bool = False,
+          nested: bool = False) -> None:
     libc.mount(_fdpath(src_fd), _fdpath(tgt_fd), None, libc.MS_BIND | libc.MS_REC)
     # reopen the path: the old fd names the directory under the new mount, not the mount
     top = libc.openat2(root_fd, dst.lstrip("/"), _O_PATH | os.O_CLOEXEC, 0,
                        libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_BENEATH)
     try:
         _remount(top, rw, dev)
+        if nested:  # MS_REC brought the source's submounts along: each keeps its own flags
+            _remount_submounts(root_fd, top, rw, dev)
     finally:
         os.close(top)
+
+
+def _mount_id(fd: int) -> int:
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        for line in f:
+            if line.startswith("mnt_id:"):
+                return int(line.split()[1])
+    raise OSError(errno.ENOENT, "no mnt_id in fdinfo")
+
+
+def _host_mountpoints() -> list[str]:
+    from engine._linux import cgroupfs
+
+    with open("/proc/self/mountinfo") as f:
+        return [m.mountpoint for m in cgroupfs.parse_mountinfo(f.read())]
+
+
+def _has_submounts(src: str, mountpoints: list[str]) -> bool:
+    base = os.path.normpath(src).rstrip("/") + "/"
+    return any(mp.startswith(base) for mp in mountpoints)
+
+
+def _remount_submounts(root_fd: int, top: int, rw: bool, dev: bool) -> None:
+    """Give every mount below the bind at ``top`` the bind's flags (read-only, nosuid,
+    nodev): a plain remount changes one mount only, and a ':ro' bind of a tree with mounts
+    in it (/dev with its /dev/shm) would leave those writable."""
+    from engine._linux import cgroupfs
+
+    with open("/proc/self/mountinfo") as f:
+        mounts = cgroupfs.parse_mountinfo(f.read())
+    children: dict[int, list[cgroupfs.Mount]] = {}
+    for m in mounts:
+        children.setdefault(m.parent_id, []).append(m)
+    todo = list(children.get(_mount_id(top), []))
+    prefix = STAGE.rstrip("/") + "/"
+    while todo:
+        m = todo.pop(0)
+        todo.extend(children.get(m.mount_id, []))
+        if not m.mountpoint.startswith(prefix):
+            continue
+        try:
+            fd = _open_beneath(root_fd, m.mountpoint[len(prefix):], 0)
+        except OSError:
+            continue  # hidden under another mount: out of reach inside too
+        try:
+            _remount(fd, rw, dev)
+        finally:
+            os.close(fd)
 
 
 def _remount(top: int, rw: bool, dev: bool) -> None:
@@ -690,6 +741,7 @@ def _remount(top: int, rw: bool, dev: bool) -> None:
 
 def build_root(plan: LaunchPlan) -> None:
     # open every host source first: the staging tmpfs may hide some of them
+    host_mps = _host_mountpoints()
     sources: dict[int, int] = {}
     for i, op in enumerate(plan.mounts):
         if op.kind == "bind":
@@ -706,7 +758,8 @@ def build_root(plan: LaunchPlan) -> None:
                f"size={plan.root_size},mode=0755")
     root_fd = os.open(STAGE, os.O_DIRECTORY | os.O_CLOEXEC | _O_PATH)
     for i, op in enumerate(plan.mounts):
-        _apply(root_fd, op, sources.get(i))
+        nested = op.kind == "bind" and i in sources and _has_submounts(op.src, host_mps)
+        _apply(root_fd, op, sources.get(i), nested)
     for fd in sources.values():
         os.close(fd)
     os.chdir(STAGE)
@@ -718,14 +771,14 @@ def build_root(plan: LaunchPlan) -> None:
                | libc.MS_NODEV)
 
 
-def _apply(root_fd: int, op: MountOp, src_fd: int | None) -> None:
+def _apply(root_fd: int, op: MountOp, src_fd: int | None, nested: bool = False) -> None:
     if op.kind == "bind":
         if src_fd is None:
             return  # optional and absent
         is_dir = stat.S_ISDIR(os.stat(_fdpath(src_fd)).st_mode)
         tgt = _target(root_fd, op.dst, is_dir)
         try:
-            _bind(root_fd, op.dst, src_fd, tgt, op.rw, op.dev)
+            _bind(root_fd, op.dst, src_fd, tgt, op.rw, op.dev, nested)
         finally:
             os.close(tgt)
     elif op.kind == "symlink":

@@ -145,3 +145,29 @@ def test_bind_destination_under_a_read_only_dir_is_refused_clearly(flue):
     assert len(r.flue_lines) == 1, r
     line = r.flue_lines[0]
     assert "/usr/flue-test-nowhere" in line and "read-only" in line, r
+
+
+def test_ro_bind_makes_its_submounts_read_only_too(flue):
+    # a tree with a mount inside it: a tmpfs the test mounts below a host directory
+    import subprocess
+
+    top = _host_dir(flue, "tree")
+    (top / "sub").mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M,mode=0777", "flue-test", str(top / "sub")],
+                   check=True, timeout=10)
+    try:
+        r = flue.run(["python3", "-c", MOUNTS + textwrap.dedent("""
+            for p in ("/mnt/t/sub/f", "/mnt/t/f"):
+                try:
+                    open(p, "w").write("x")
+                    print("WROTE", p)
+                except OSError as e:
+                    print("refused", p, e.errno)
+        """)], "--bind", f"{top}:/mnt/t:ro")
+        assert r.returncode == 0, r
+        mounts = json.loads(r.stdout.splitlines()[0])
+        assert set(mounts["/mnt/t/sub"]["opts"]) >= {"ro", "nosuid", "nodev"}, mounts["/mnt/t/sub"]
+        assert "WROTE" not in r.stdout, r
+        assert not (top / "sub" / "f").exists()
+    finally:
+        subprocess.run(["umount", str(top / "sub")], check=False, timeout=10)
