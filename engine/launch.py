@@ -485,7 +485,16 @@ def _handoff(plan: LaunchPlan, ctrl: int, main_pid: int, to_init_r: int, go_w: i
                 _send(ctrl, {"t": "listener"}, [lfd])
                 os.close(lfd)
             except OSError as err:
-                _send(ctrl, {"t": "warning", "msg": f"seccomp listener handoff failed: {err}"})
+                # the filter is loaded and sends every denial to a listener nobody holds:
+                # the command could install its own and answer (or CONTINUE) them itself
+                try:
+                    os.kill(main_pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                why = OSError(err.errno, "the seccomp listener could not be handed to flue "
+                              f"({err.strerror or err}); not running the command unobserved "
+                              "(run with --no-observe to use a plain errno filter)")
+                raise _Stage("seccomp", why) from err
         try:
             os.write(go_w, b"g")
         except OSError:

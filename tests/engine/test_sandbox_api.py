@@ -72,3 +72,28 @@ def test_sigkill_of_a_threaded_caller_takes_its_sandboxes_down(flue, marker):
         time.sleep(0.02)
     assert not [d for d in cgroups if os.path.exists(d)], "the sandbox's cgroup survived"
     assert not host.mounts() - before
+
+
+HANDOFF_FAILS = '''
+import errno, json
+from engine._linux import libc
+from engine.profile import load_profile
+from engine.sandbox import run_sync
+
+def refuse(pidfd, fd):  # as under Yama ptrace_scope=3 or an LSM that refuses pidfd_getfd
+    raise OSError(errno.EPERM, "pidfd_getfd refused")
+
+libc.pidfd_getfd = refuse
+res = run_sync(["sh", "-c", "echo LAUNCHED"], load_profile("default"))
+print(json.dumps({"exit": res.exit_code, "message": res.message}))
+'''
+
+
+def test_failed_listener_handoff_stops_the_launch(flue):
+    h = flue.start_python(HANDOFF_FAILS)
+    r = h.finish(timeout=60)
+    assert r.returncode == 0, r
+    assert "LAUNCHED" not in r.stdout, r
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["exit"] == 125, got
+    assert "seccomp listener" in got["message"] and "--no-observe" in got["message"], got
