@@ -26,6 +26,7 @@ through the resolver map, else ``getaddrinfo`` in a thread (``engine.network.res
 from __future__ import annotations
 
 import errno as _errno
+import fcntl
 import ipaddress
 import itertools
 import os
@@ -51,7 +52,8 @@ from engine.network.policy import (
 )
 from engine.network.resolver import Addr, Resolver
 
-CHUNK = 256 * 1024
+CHUNK = 1 << 20  # spliced at most per call
+COPY_CHUNK = 256 * 1024  # read at most per call where bytes pass through our memory
 HEAD_LIMIT = 64 * 1024
 HEAD_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 10.0
@@ -254,23 +256,57 @@ class _Conn:
         raise NotImplementedError
 
 
-class _Direction:
-    __slots__ = ("count", "done", "dst", "eof", "first", "pending", "src")
+_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+_F_SETPIPE_SZ = 1031
+PIPE_SIZE = 1 << 20
 
-    def __init__(self, src: socket.socket, dst: socket.socket) -> None:
+
+def _pipe() -> tuple[int, int] | None:
+    """A pipe for splice(2): bytes go socket -> pipe -> socket inside the kernel, never
+    through our memory. None where splice is unavailable (the copying path is used)."""
+    if not hasattr(os, "splice"):
+        return None
+    try:
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.fcntl(w, _F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass
+    return r, w
+
+
+class _Direction:
+    __slots__ = ("count", "done", "dst", "eof", "first", "in_pipe", "pending", "pipe", "src")
+
+    def __init__(self, src: socket.socket, dst: socket.socket, sniff: bool) -> None:
         self.src = src
         self.dst = dst
-        self.pending: memoryview | None = None
+        self.pending: memoryview | None = None  # copied bytes dst has not taken yet
+        self.pipe = _pipe()
+        self.in_pipe = 0  # spliced bytes dst has not taken yet
         self.eof = False
         self.done = False
         self.count = 0
-        self.first = True
+        self.first = sniff  # the first chunk is read (and looked at) rather than spliced
+
+    @property
+    def backlog(self) -> bool:
+        return self.pending is not None or self.in_pipe > 0
+
+    def close_pipe(self) -> None:
+        if self.pipe is not None:
+            os.close(self.pipe[0])
+            os.close(self.pipe[1])
+            self.pipe = None
 
 
 class Tunnel(_Conn):
-    """Bytes both ways between the sandbox's socket and the upstream one, with back
-    pressure (a side is read only while the other has taken everything so far) and
-    half-close (EOF one way is passed on as shutdown(SHUT_WR))."""
+    """Bytes both ways between the sandbox's socket and the upstream one (spliced inside the
+    kernel where possible), with back pressure (a side is read only while the other has
+    taken everything so far) and half-close (EOF one way is passed on as shutdown(SHUT_WR)).
+    The sandbox's first chunk is read rather than spliced, to record its TLS server name."""
 
     def __init__(self, svc: NetworkService, req: Request, client: socket.socket,
                  upstream: socket.socket, initial_up: bytes = b"") -> None:
@@ -278,21 +314,26 @@ class Tunnel(_Conn):
         self.req = req
         self.client = client
         self.upstream = upstream
-        self.up = _Direction(client, upstream)
-        self.down = _Direction(upstream, client)
+        self.up = _Direction(client, upstream, sniff=True)
+        self.down = _Direction(upstream, client, sniff=False)
         if initial_up:
             self._sniff(self.up, initial_up)
             self.up.count += len(initial_up)
             if not self._send(self.up, initial_up):
                 return
-        if self.up.pending is None:
+        if not self.up.backlog:
             self.want_read(client, self._on_read, self.up)
         self.want_read(upstream, self._on_read, self.down)
 
     def _sniff(self, d: _Direction, data: bytes) -> None:
-        if d.first and d is self.up:
+        if d.first:
             d.first = False
             self.req.sni = tls_server_name(data)
+
+    def _blocked(self, d: _Direction) -> None:
+        """dst takes no more for now: stop reading src until it does."""
+        self.unwant_read(d.src)
+        self.want_write(d.dst, self._on_write, d)
 
     def _send(self, d: _Direction, data: bytes | memoryview) -> bool:
         """Send what the other side takes now; keep the rest. False: the tunnel died."""
@@ -305,52 +346,97 @@ class Tunnel(_Conn):
             return False
         if n < len(data):
             d.pending = memoryview(data)[n:]
-            self.unwant_read(d.src)
-            self.want_write(d.dst, self._on_write, d)
+            self._blocked(d)
+        return True
+
+    def _drain(self, d: _Direction) -> bool:
+        """Move spliced bytes on to dst while it takes them. False: the tunnel died."""
+        assert d.pipe is not None
+        while d.in_pipe:
+            try:
+                k = os.splice(d.pipe[0], d.dst.fileno(), d.in_pipe, flags=_SPLICE_FLAGS)
+            except (BlockingIOError, InterruptedError):
+                return True
+            except OSError:
+                self.close()
+                return False
+            if k <= 0:
+                return True
+            d.in_pipe -= k
         return True
 
     @_guard
     def _on_read(self, d: _Direction) -> None:
         for _ in range(4):
+            if d.pipe is not None and not d.first:
+                try:
+                    n = os.splice(d.src.fileno(), d.pipe[1], CHUNK, flags=_SPLICE_FLAGS)
+                except (BlockingIOError, InterruptedError):
+                    return  # nothing to read: the pipe is always empty when we read
+                except OSError as err:
+                    if err.errno == _errno.EINVAL:  # not spliceable here: copy instead
+                        d.close_pipe()
+                        continue
+                    self.close()
+                    return
+                if n == 0:
+                    self._eof(d)
+                    return
+                d.count += n
+                d.in_pipe += n
+                if not self._drain(d):
+                    return
+                if d.in_pipe:
+                    self._blocked(d)
+                    return
+                if n < CHUNK:
+                    return
+                continue
             try:
-                data = d.src.recv(CHUNK)
+                data = d.src.recv(COPY_CHUNK)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 self.close()
                 return
             if not data:
-                d.eof = True
-                self.unwant_read(d.src)
-                self._shut(d)
+                self._eof(d)
                 return
             self._sniff(d, data)
             d.count += len(data)
             if not self._send(d, data) or d.pending is not None:
                 return
-            if len(data) < CHUNK:
+            if len(data) < COPY_CHUNK:
                 return
+
+    def _eof(self, d: _Direction) -> None:
+        d.eof = True
+        self.unwant_read(d.src)
+        self._shut(d)
 
     @_guard
     def _on_write(self, d: _Direction) -> None:
-        assert d.pending is not None
-        try:
-            n = d.dst.send(d.pending)
-        except (BlockingIOError, InterruptedError):
+        if d.pending is not None:
+            try:
+                n = d.dst.send(d.pending)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.close()
+                return
+            d.pending = d.pending[n:] if n < len(d.pending) else None
+        elif d.in_pipe and not self._drain(d):
             return
-        except OSError:
-            self.close()
+        if d.backlog:
             return
-        d.pending = d.pending[n:] if n < len(d.pending) else None
-        if d.pending is None:
-            self.unwant_write(d.dst)
-            if d.eof:
-                self._shut(d)
-            else:
-                self.want_read(d.src, self._on_read, d)
+        self.unwant_write(d.dst)
+        if d.eof:
+            self._shut(d)
+        else:
+            self.want_read(d.src, self._on_read, d)
 
     def _shut(self, d: _Direction) -> None:
-        if d.pending is not None or d.done:
+        if d.backlog or d.done:
             return
         d.done = True
         try:
@@ -366,6 +452,8 @@ class Tunnel(_Conn):
         self.dead = True
         self.unregister()
         self.req.up, self.req.down = self.up.count, self.down.count
+        self.up.close_pipe()
+        self.down.close_pipe()
         self.client.close()
         self.upstream.close()
         self.req.closed()

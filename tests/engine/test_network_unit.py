@@ -268,7 +268,13 @@ def _read_head(s: socket.socket) -> bytes:
     return data
 
 
-def test_connect_tunnels_both_ways_with_back_pressure_and_half_close(h: Harness) -> None:
+@pytest.mark.parametrize("splice", [True, False], ids=["splice", "copy"])
+def test_connect_tunnels_both_ways_with_back_pressure_and_half_close(
+        h: Harness, splice: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not splice:
+        from engine.network import service
+
+        monkeypatch.setattr(service, "_pipe", lambda: None)
     size = 16 << 20
 
     def client() -> int:
