@@ -42,6 +42,11 @@ FORWARDED_SIGNALS = (
 )
 
 
+# forwarded signals that ask the process to end: a stopped main process gets SIGCONT after
+# them, or they would stay pending and flue run would never end
+_ENDING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
 class _Stage(Exception):
     def __init__(self, stage: str, err: BaseException) -> None:
         super().__init__(stage)
@@ -531,6 +536,8 @@ def _reap(ctrl: int, main_pid: int, sigs: set[signal.Signals]) -> NoReturn:
             if main_status is None:
                 try:
                     os.kill(main_pid, info.si_signo)
+                    if info.si_signo in _ENDING_SIGNALS:  # a stopped process would keep it
+                        os.kill(main_pid, signal.SIGCONT)  # pending forever, as kill(1) knows
                 except ProcessLookupError:
                     pass
             continue

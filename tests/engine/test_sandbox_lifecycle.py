@@ -177,3 +177,28 @@ def test_report_describes_isolation(flue):
     assert rep["limits"]["memory"] == 2 << 30 and rep["limits"]["pids"] == 1024, rep["limits"]
     assert rep["cpu_seconds"] is not None and rep["peak_memory"], rep
     json.dumps(rep)
+
+
+def test_sigterm_ends_a_run_whose_main_process_stopped_itself(flue):
+    h = flue.start(["sh", "-c", "echo ready; kill -STOP $$; echo continued"])
+    h.read_until("ready")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # wait until the shell has really stopped
+        if any(_state(p) == "T" for p in host.descendants(h.pid)):
+            break
+        time.sleep(0.02)
+    else:
+        raise AssertionError("the main process never stopped")
+    os.kill(h.pid, signal.SIGTERM)
+    r = h.finish(timeout=20)
+    assert r.returncode == 128 + signal.SIGTERM, r
+    assert "continued" not in r.stdout
+    check_report(r, signal=signal.SIGTERM)
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "?"
