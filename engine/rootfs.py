@@ -125,7 +125,44 @@ def plan_mounts(
             raise LaunchError(f"bind source {b.src} does not exist",
                               fix="create it, or mark the bind optional in the profile")
         ops.append(MountOp("bind", b.dst, src=b.src, rw=b.rw, optional=b.optional))
+    for op in ops:
+        if op.kind == "bind" and op.rw and not op.dev:
+            _refuse_flue_state(op)
     return ops
+
+
+def flue_state_dirs() -> tuple[str, ...]:
+    """Where flue keeps what later runs trust: the compiled-filter and profile caches, the
+    user's profiles, the TUI's state (the XDG locations flue reads them from)."""
+    home = os.path.expanduser("~")
+    env = os.environ
+    return (
+        os.path.join(env.get("XDG_CACHE_HOME") or os.path.join(home, ".cache"), "flue"),
+        os.path.join(env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config"), "flue"),
+        os.path.join(env.get("XDG_STATE_HOME") or os.path.join(home, ".local", "state"), "flue"),
+    )
+
+
+def _within(path: str, top: str) -> bool:
+    return top == "/" or path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def _refuse_flue_state(op: MountOp) -> None:
+    """A read-write bind must not reach flue's own state: a sandbox that can write the
+    filter cache or the profiles decides what the next sandbox may do. (Masking the state
+    with a read-only bind is not enough: renaming a parent directory moves the mask away.)"""
+    src = os.path.realpath(op.src)
+    for state in flue_state_dirs():
+        real = os.path.realpath(state)
+        if _within(real, src) or _within(src, real):
+            what = "workspace" if op.dst == "/work" else f"bind {op.src}:{op.dst}:rw"
+            raise LaunchError(
+                f"the {what} would let the sandbox write flue's own state in {state}",
+                detail="a sandbox that can change flue's caches or profiles controls the "
+                "next sandbox's filter",
+                fix="bind a directory that does not contain it (e.g. ~/.cache/pip rather than "
+                "~/.cache), or bind it read-only (:ro)",
+            )
 
 
 def parse_bind(spec: str) -> Bind:

@@ -4,6 +4,8 @@ system directories mounted read-only, nosuid, nodev."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import textwrap
 
 import pytest
@@ -149,8 +151,6 @@ def test_bind_destination_under_a_read_only_dir_is_refused_clearly(flue):
 
 def test_ro_bind_makes_its_submounts_read_only_too(flue):
     # a tree with a mount inside it: a tmpfs the test mounts below a host directory
-    import subprocess
-
     top = _host_dir(flue, "tree")
     (top / "sub").mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M,mode=0777", "flue-test", str(top / "sub")],
@@ -171,3 +171,33 @@ def test_ro_bind_makes_its_submounts_read_only_too(flue):
         assert not (top / "sub" / "f").exists()
     finally:
         subprocess.run(["umount", str(top / "sub")], check=False, timeout=10)
+
+
+@pytest.mark.parametrize("what", ["cache", "config", "home-as-workspace"])
+def test_rw_bind_of_flues_own_state_is_refused(flue, what, marker):
+    home = flue.home
+    (home / ".cache" / "flue").mkdir(parents=True, exist_ok=True)
+    if what == "cache":
+        args = ["--bind", f"{home / '.cache'}:/home/agent/.cache:rw"]
+    elif what == "config":
+        args = ["--bind", f"{home / '.config'}:/mnt/config:rw"]
+        (home / ".config").mkdir(exist_ok=True)
+    else:
+        args = ["--workspace", str(home)]
+    r = flue.run(["sh", "-c", f"echo LAUNCHED {marker}"], *args)
+    assert r.returncode == 125, r
+    assert "LAUNCHED" not in r.stdout
+    assert r.flue_lines and "flue's own state" in r.flue_lines[0], r
+    assert "fix:" in r.stderr
+
+
+def test_rw_bind_beside_flues_state_is_fine(flue_user):
+    # the control: a sibling of flue's cache (pip's) may be shared read-write
+    pip = flue_user.home / ".cache" / "pip"
+    pip.mkdir(parents=True, exist_ok=True)
+    os.chown(pip, flue_user.uid, flue_user.gid)
+    os.chown(pip.parent, flue_user.uid, flue_user.gid)
+    r = flue_user.run(["sh", "-c", "echo cached > /home/agent/.cache/pip/x"],
+                      "--bind", f"{pip}:/home/agent/.cache/pip:rw")
+    assert r.returncode == 0, r
+    assert (pip / "x").read_text() == "cached\n"
