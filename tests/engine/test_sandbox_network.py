@@ -329,3 +329,32 @@ def test_environment_points_tools_at_the_proxy(flue, inet):
     assert env["no_proxy"] == "localhost,127.0.0.1,::1", env
     assert "nameserver 127.0.0.1" in r.stdout, r
 
+
+
+def test_the_resolver_hook_as_a_sandbox_option(flue, inet):
+    # the Python API: Sandbox(hosts=...) (here through run_sync), no --resolve anywhere
+    h = flue.start_python(f"""
+        from engine.profile import load_profile
+        from engine.sandbox import run_sync
+        p = load_profile("default", overrides={{"network": {{
+            "mode": "allowlist", "allow": ["web.example.test:{inet.http_port}"]}}}})
+        r = run_sync(["curl", "-sS", "http://web.example.test:{inet.http_port}/hello"], p,
+                     hosts={{"web.example.test": "127.0.0.1"}}, live=False)
+        print("exit", r.exit_code, sorted(r.network["hosts"]))
+    """)
+    run = h.finish()
+    assert run.returncode == 0, run
+    assert f"hello from web.example.test:{inet.http_port}" in run.stdout, run
+    assert f"exit 0 ['web.example.test:{inet.http_port}']" in run.stdout, run
+
+
+def test_allowlist_without_observation(flue, inet):
+    # --no-observe: no seccomp listener, so no connect() reports; the proxy and the DNS stub
+    # work the same, and a direct address still fails at once
+    r = flue.run(["sh", "-c", (f"curl -sS http://web.example.test:{inet.http_port}/hello; "
+                  "python3 -c 'import socket\ntry: socket.create_connection((\"192.0.2.1\", 80))\n"
+                  "except OSError as e: print(e.errno)'")],
+                 *allow(inet, "web.example.test:{http}"), "--no-observe")
+    assert r.returncode == 0, r
+    assert r.stdout.splitlines() == [f"hello from web.example.test:{inet.http_port}", "101"], r
+    assert "192.0.2.1:80" not in requests(r), "no report of direct connects without observation"
