@@ -188,8 +188,7 @@ async def _run(a: argparse.Namespace, argv: list[str], profile: Any, binds: Any,
                  host_uid=a.host_uid, allow_unlimited=a.allow_unlimited,
                  observe=not a.no_observe, sample_interval=a.sample_interval,
                  watch_files=bool(a.events), live=bool(a.events))
-    # opened once before the run starts; writes are small and buffered
-    events_file = open(a.events, "w") if a.events else None  # noqa: SIM115, ASYNC230
+    events_file = _open_output(a.events) if a.events else None
     writer = None
     if events_file is not None:
         def write(event: Any) -> None:
@@ -214,6 +213,48 @@ async def _run(a: argparse.Namespace, argv: list[str], profile: Any, binds: Any,
     return _conclude(a, argv, profile, result)
 
 
+def _open_output(path: str) -> Any:
+    """Open an output file without following a symlink at its name: the file may sit in a
+    workspace the sandbox could write, and must not be redirected to another file."""
+    from engine.errors import LaunchError
+
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        try:
+            fd = os.open(path, flags, 0o644)
+        except OSError as err:
+            if err.errno != 40:  # ELOOP: the name is a symlink (planted?): replace the link
+                raise
+            os.unlink(path)
+            fd = os.open(path, flags | os.O_EXCL, 0o644)
+    except OSError as err:
+        raise LaunchError(f"cannot write {path}: {err.strerror}",
+                          fix="check that the directory exists and is writable") from err
+    return os.fdopen(fd, "w")
+
+
+def _write_atomically(path: str, text: str) -> None:
+    """Write a new file next to ``path`` (O_EXCL: never through a planted name), fsync, and
+    rename it over ``path`` (rename replaces a symlink, never its target)."""
+    import tempfile
+
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".flue-report-", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def _conclude(a: argparse.Namespace, argv: list[str], profile: Any, result: Any) -> int:
     """The `flue:` lines, the report file, and the exit code."""
     if result.message:
@@ -233,11 +274,7 @@ def _conclude(a: argparse.Namespace, argv: list[str], profile: Any, result: Any)
         report = result.to_dict()
         report["command"] = argv
         report["profile"] = profile.name
-        tmp = a.report + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, a.report)
+        _write_atomically(a.report, json.dumps(report, indent=2) + "\n")
     return int(result.exit_code)
 
 

@@ -194,7 +194,7 @@ class Sandbox:
                 self._early.append(event)  # e.g. the main process's own exec, seen first
                 return
             self._started_sent = True
-            if self._queue is not None:
+            if self._queue is not None and self._events_used:
                 self._queue.put_nowait(event)
             for cb in self._subscribers:
                 cb(event)
@@ -202,7 +202,8 @@ class Sandbox:
             for e in early:
                 self.emit(e)
             return
-        if self._queue is not None:
+        # only a consumer of events() drains the queue: without one, nothing is kept
+        if self._queue is not None and self._events_used:
             self._queue.put_nowait(event)
         for cb in self._subscribers:
             cb(event)
@@ -235,6 +236,12 @@ class Sandbox:
         probe = cgroups.probe()
         support = probe.support
         backend = cgroups.backend_from(probe)
+        if backend is not None:
+            # groups left by supervisors that were killed before their keeper existed
+            try:
+                cgroups.sweep_stale(backend)
+            except (OSError, EngineError):
+                pass
         try:
             self._cgroup = cgroups.create_optional(backend, self.id, limits, support=support)
         except LimitUnavailable as err:
@@ -252,9 +259,21 @@ class Sandbox:
 
     def _plan(self) -> LaunchPlan:
         p = self.profile
+        if self.workspace and not os.path.isdir(self.workspace):
+            raise LaunchError(f"workspace {self.workspace} is not a directory",
+                              fix="create it first, or leave --workspace out for a tmpfs one")
         euid = os.geteuid()
         if euid == 0:
             host_uid = self.host_uid
+            if host_uid is not None and not 0 < host_uid < 0xFFFFFFFF:
+                from engine.errors import PrivilegeError
+
+                raise PrivilegeError(
+                    f"--host-uid {host_uid} is not allowed",
+                    detail="the sandbox's user must map to an unprivileged host uid; uid 0 "
+                    "would make it host root for everything root owns (/proc/sys among them)",
+                    fix="give an unprivileged uid (1 to 4294967294), e.g. the owner of the "
+                    "workspace; leave it out to use 65534")
             if host_uid is None and self.workspace:
                 owner = os.stat(self.workspace).st_uid
                 host_uid = owner if owner != 0 else None
@@ -266,6 +285,13 @@ class Sandbox:
                     host_gid = st.st_gid
             privileged = True
         else:
+            if self.host_uid is not None and self.host_uid != euid:
+                from engine.errors import PrivilegeError
+
+                raise PrivilegeError(
+                    "--host-uid needs root",
+                    detail=f"unprivileged, the sandbox's user is always you (uid {euid})",
+                    fix="leave --host-uid out")
             host_uid, host_gid, privileged = euid, os.getegid(), False
         notify = self.observe
         allowlist = p.network.mode == "allowlist"

@@ -29,6 +29,7 @@ BATCH = 512
 FLUSH_INTERVAL = 0.1
 DEFAULT_RATE = 100_000  # notifications per second per sandbox
 NEW_RECORDS_PER_FLUSH = 50  # distinct denials recorded one by one per flush interval
+OVERFLOW_KEYS = 32  # merged (syscall, process) records per interval; beyond: per syscall
 
 
 def errno_name(n: int) -> str:
@@ -134,7 +135,8 @@ class DenialListener:
             # can be read and validated; repeats (and merged overflow) are answered at once
             if self.quiet or key == self._pending_key:
                 info = None
-            elif self._new_records < NEW_RECORDS_PER_FLUSH or (n.nr, n.pid) not in self._overflow:
+            elif (self._new_records < NEW_RECORDS_PER_FLUSH
+                  or self._overflow_key(n) not in self._overflow):
                 info = self._decoder.describe(n, name)
             else:
                 info = None
@@ -209,13 +211,15 @@ class DenialListener:
             return
         if self._new_records >= NEW_RECORDS_PER_FLUSH:
             # over this interval's budget: merge per syscall and process until the next flush
-            merged = self._overflow.get((n.nr, n.pid))
+            # (per syscall alone once many processes flood at once)
+            okey = self._overflow_key(n)
+            merged = self._overflow.get(okey)
             if merged is not None:
                 merged["count"] += 1
                 merged["ts"] = now
                 merged["varied"] = merged["varied"] or n.args != merged["rec"].args
                 return
-            self._overflow[(n.nr, n.pid)] = {
+            self._overflow[okey] = {
                 "rec": self._new_record(n, name, eno, info, now), "count": 1, "ts": now,
                 "varied": False}
             return
@@ -225,6 +229,12 @@ class DenialListener:
         self._new_records += 1
         self._pending_key = key
         self._pending = {"rec": rec, "count": 0, "ts": now, "first": now}
+
+    def _overflow_key(self, n: notify.Notification) -> tuple[int, int]:
+        key = (n.nr, n.pid)
+        if key in self._overflow or len(self._overflow) < OVERFLOW_KEYS:
+            return key
+        return (n.nr, 0)
 
     def _new_record(self, n: notify.Notification, name: str, eno: int,
                     info: dict[str, Any] | None, now: float) -> ev.SyscallDenied:

@@ -57,10 +57,6 @@ def test_review_ro_bind_is_read_only_in_its_submounts_too(flue):
         host_file.unlink(missing_ok=True)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cli writes the report to FILE.tmp with open(..., 'w'), which follows a symlink the "
-    "sandbox planted there when FILE is in the workspace: flue overwrites any file its user "
-    "can write (as root: any file), then renames the symlink over FILE"))
 def test_review_report_file_is_not_written_through_a_planted_symlink(flue):
     ws = _writable_ws(flue)
     victim_dir = flue.tmpdir("victim", mode=0o700)
@@ -78,9 +74,6 @@ def test_review_report_file_is_not_written_through_a_planted_symlink(flue):
     assert not report.is_symlink(), "the report file is now the sandbox's symlink"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cli opens --events FILE with open(..., 'w'), following a symlink an earlier run left "
-    "in the workspace; the stream carries sandbox-chosen strings (argv), e.g. '$(cmd)'"))
 def test_review_events_file_is_not_written_through_a_planted_symlink(flue):
     ws = _writable_ws(flue)
     victim_dir = flue.tmpdir("victim", mode=0o700)
@@ -103,9 +96,6 @@ def test_review_events_file_is_not_written_through_a_planted_symlink(flue):
 # --------------------------------------------------------------------------- the uid map
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "--host-uid 0 is accepted and /proc/sys is not read-only inside: a sandbox user that is "
-    "host uid 0 passes the sysctl permission check (kernel.core_pattern, kernel.modprobe)"))
 def test_review_host_uid_zero_makes_host_sysctls_writable(flue):
     """As root, ``--host-uid 0`` (the README's own hint for a root-owned workspace) maps the
     sandbox's user to host root: the kernel then lets it write global sysctls such as
@@ -127,9 +117,6 @@ def test_review_host_uid_zero_makes_host_sysctls_writable(flue):
 
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "--host-uid is not range-checked: 4294967296 is written to uid_map, the kernel keeps "
-    "its low 32 bits (0, host root) while the report says 'host 4294967296'"))
 def test_review_host_uid_out_of_range_is_refused_not_wrapped_to_root(flue):
     if flue.mode != "root":
         pytest.skip("--host-uid is for root")
@@ -375,10 +362,6 @@ def _rss(pid: int) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "Sandbox.emit puts every event on an unbounded asyncio.Queue that only events() drains; "
-    "flue run --events (and flue-tui) subscribe instead, so a denial flood grows the "
-    "supervisor's memory without bound, outside the sandbox's memory limit"))
 def test_review_supervisor_memory_stays_bounded_under_a_denial_flood_with_events(flue):
     if shutil.which("cc") is None:
         pytest.skip("needs a C compiler for the flooder")
@@ -435,9 +418,6 @@ def test_review_sigkill_right_after_the_cgroup_appears_leaves_no_cgroup(flue):
     assert not leaked, f"SIGKILL during set-up left cgroups behind: {leaked}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "PID 1 forwards SIGTERM/SIGINT to a main process that stopped itself (SIGSTOP): the "
-    "signal stays pending, flue run never ends; only SIGKILL of flue run ends it"))
 def test_review_sigterm_ends_a_run_whose_main_process_stopped_itself(flue):
     h = flue.start(["sh", "-c", "echo ready; kill -STOP $$; echo continued"])
     h.read_until("ready")
