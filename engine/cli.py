@@ -302,14 +302,57 @@ def cmd_profiles(a: argparse.Namespace) -> int:
             print(f"{info.name:<12} {where:<10} {info.description}")
         return 0
     if a.pcmd == "show":
-        p = prof.load_profile(a.name)
-        print(prof.describe(p) if hasattr(prof, "describe") else p)
+        print(describe_profile(prof.load_profile(a.name)))
         return 0
     if a.pcmd == "validate":
         p = prof.load_profile(a.file)
         print(f"{a.file}: ok ({p.name}: {len(p.seccomp.allow)} syscalls allowed)")
         return 0
     return 2
+
+
+def describe_profile(p: Any) -> str:
+    """A resolved profile, for people: where it comes from and what it allows."""
+    from engine.profile import format_size
+
+    def size(n: int | None) -> str:
+        return "none" if n is None else format_size(n)
+
+    fs, sc, lim = p.filesystem, p.seccomp, p.limits
+    lines = [f"profile {p.name}" + (f" — {p.description}" if p.description else "")]
+    if p.chain:
+        lines.append("from     " + " <- ".join(reversed(p.chain)))
+    lines.append(f"user     {p.user.name} (uid {p.user.uid}, gid {p.user.gid}), "
+                 f"HOME {p.user.home_dir}, hostname {p.hostname}")
+    lines.append(f"files    root {size(fs.root_size)}, /tmp {size(fs.tmp_size)}, "
+                 f"/work {size(fs.workspace_size)}, HOME {size(fs.home_size)}, "
+                 f"/dev/shm {size(fs.shm_size)}; workdir {fs.workdir}")
+    lines.append("system   " + ", ".join(fs.system) + " (read-only)")
+    if fs.binds:
+        lines.append("binds    " + ", ".join(
+            f"{b.src} -> {b.dst} ({'rw' if b.rw else 'ro'}{', optional' if b.optional else ''})"
+            for b in fs.binds))
+    net = p.network.mode
+    allow = getattr(p.network, "allow", ())
+    lines.append("network  " + net + (f": {', '.join(allow)}" if allow else ""))
+    lines.append(f"seccomp  {len(sc.allow)} syscalls allowed from: " + " ".join(sc.allow_spec))
+    if sc.deny_spec:
+        lines.append("         denied: " + " ".join(sc.deny_spec))
+    import errno as _errno
+
+    answers = ", ".join(f"{n} {_errno.errorcode.get(e, e)}" for n, e in sc.errno)
+    lines.append(f"         answer {_errno.errorcode.get(sc.default_errno, sc.default_errno)}"
+                 + (f"; {answers}" if answers else "")
+                 + (f"; kill on {' '.join(sorted(sc.kill))}" if sc.kill else ""))
+    lines.append("         sockets " + " ".join(sc.socket_families)
+                 + ("; namespaces allowed" if sc.allow_namespaces else ""))
+    cpus = "none" if lim.cpus is None else f"{lim.cpus:g}"
+    timeout = "none" if not lim.timeout else f"{lim.timeout:g} s"
+    lines.append(f"limits   memory {size(lim.memory)}, cpus {cpus}, pids {lim.pids or 'none'}, "
+                 f"timeout {timeout}")
+    lines.append("env      pass " + " ".join(p.env.passthrough)
+                 + ("; set " + " ".join(f"{k}={v}" for k, v in p.env.set) if p.env.set else ""))
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

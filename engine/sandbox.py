@@ -759,7 +759,8 @@ class Sandbox:
             r.message = (f"flue: out of memory: killed by the OOM killer at the memory limit "
                          f"({_fmt_bytes(lim.memory)})")
         elif r.seccomp_killed:
-            r.message = "flue: killed by seccomp: the process made a syscall the profile kills on"
+            r.message = ("flue: killed by seccomp (SIGSYS): a syscall of another ABI (x32, "
+                         "i386) or one the profile's `kill` list names")
         elif r.pids_limit_hit:
             r.message = (f"flue: pids limit hit: the sandbox tried to exceed {lim.pids} processes "
                          "(forks were refused)")
