@@ -1,8 +1,8 @@
 """Editing a profile file in place: the user's comments, order and spacing survive.
 
 A ``ProfileDocument`` holds one profile file as a tomlkit document and the text it was read
-from. Operations (allow a syscall or a group, keep one denied with an errno, network mode,
-limits, binds, env) change the document the smallest way that has the effect, and return a
+from. Operations (allow a syscall or a group, keep one denied with an errno, network mode
+and allowlist, limits, binds, env) change the document the smallest way that has the effect, and return a
 one-line description of what they did. Nothing touches the disk until ``save``:
 
 - the edited text is validated first with the real loader (``resolve``); an invalid profile
@@ -554,6 +554,59 @@ class ProfileDocument:
                                fix="use one of " + ", ".join(NETWORK_MODES))
         self._set_scalar("network", "mode", mode)
         return self._done(f"network {mode}")
+
+    def _rule(self, rule: str) -> str:
+        from engine.network.policy import RuleError, parse_rule
+
+        try:
+            return parse_rule(rule).text
+        except RuleError as err:
+            raise ProfileError(str(err), key="network.allow", fix=err.fix) from None
+
+    def _own_rules(self) -> dict[str, str]:
+        """This file's own allow entries: normalised rule -> the entry as written."""
+        from engine.network.policy import RuleError, parse_rule
+
+        out = {}
+        for entry in self._own("network", "allow"):
+            neg = entry.startswith("!")
+            try:
+                out[("!" if neg else "") + parse_rule(entry[1:] if neg else entry).text] = entry
+            except RuleError:
+                continue
+        return out
+
+    def allow_domain(self, rule: str) -> str:
+        """Let the sandbox reach ``rule`` ("pypi.org", "*.example.com", "api.example.org:8443"):
+        add it to the network allowlist, switching the mode to allowlist when needed."""
+        text = self._rule(rule)
+        cur = self._current()
+        switched = ""
+        if cur is None or cur.network.mode != "allowlist":
+            self._set_scalar("network", "mode", "allowlist")
+            switched = " (network mode allowlist)"
+        own = self._own_rules()
+        if f"!{text}" in own:  # an inherited rule this file removed: stop removing it
+            self._remove(self._array("network", "allow"), own[f"!{text}"])
+        elif cur is not None and text in cur.network.allow:
+            return self._done(f"{text} is already allowed{switched}")
+        else:
+            self._append(self._array("network", "allow"), text)
+        return self._done(f"allow {text}{switched}")
+
+    def remove_domain(self, rule: str) -> str:
+        """Take ``rule`` out of the network allowlist (an inherited one with "!rule")."""
+        text = self._rule(rule)
+        own = self._own_rules()
+        if text in own:
+            self._remove(self._array("network", "allow"), own[text])
+            return self._done(f"no longer allow {text}")
+        parent = self._parent()
+        if parent is not None and text in parent.network.allow:
+            self._append(self._array("network", "allow"), f"!{text}")
+            return self._done(f"no longer allow inherited {text}")
+        raise ProfileError(f"{text!r} is not in the network allowlist", key="network.allow",
+                           fix="remove an entry as it is listed in [network] allow")
 
     def set_limit(self, key: str, value: str | float | None) -> str:
         """``value``: "512M" / 1.5 / 256 / "30s", or ``None`` (or "none") for no limit."""

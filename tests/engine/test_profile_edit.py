@@ -189,3 +189,31 @@ def test_load_text_names_the_origin(tmp_path: Path) -> None:
         load_text('[network]\nmode = "wifi"\n', name="draft", origin=origin)
     assert info.value.file == str(origin) and info.value.line == 2
     assert str(origin) in str(info.value)
+
+
+def test_allow_and_remove_domains(xdg: Path) -> None:
+    doc = ProfileDocument.open(str(_user(xdg)))
+    assert doc.allow_domain("PyPI.org") == "allow pypi.org (network mode allowlist)"
+    assert doc.allow_domain("*.pythonhosted.org") == "allow *.pythonhosted.org"
+    assert doc.allow_domain("pypi.org.") == "pypi.org is already allowed"
+    prof = doc.resolve()
+    assert prof.network.mode == "allowlist"
+    assert prof.network.allow == ("pypi.org", "*.pythonhosted.org")
+    assert "# my agent's profile: keep this comment" in doc.text()
+    assert doc.remove_domain("pypi.org") == "no longer allow pypi.org"
+    assert doc.resolve().network.allow == ("*.pythonhosted.org",)
+    with pytest.raises(ProfileError, match="not in the network allowlist"):
+        doc.remove_domain("pypi.org")
+    with pytest.raises(ProfileError, match="IP address"):
+        doc.allow_domain("10.0.0.1")
+
+
+def test_remove_an_inherited_domain(xdg: Path) -> None:
+    _user(xdg, 'extends = "default"\n[network]\nmode = "allowlist"\nallow = ["pypi.org"]\n',
+          name="base")
+    doc = ProfileDocument.open(str(_user(xdg, 'extends = "base"\n', name="child")))
+    assert doc.remove_domain("pypi.org") == "no longer allow inherited pypi.org"
+    assert doc.resolve().network.allow == ()
+    assert doc.allow_domain("pypi.org") == "allow pypi.org"  # drops the "!pypi.org" again
+    assert "!pypi.org" not in doc.text()
+    assert doc.resolve().network.allow == ("pypi.org",)
