@@ -556,6 +556,7 @@ class _Upstream(_Conn):
         self.client = client
         self.req = req
         self.connector: Connector | None = None
+        self.gave_up = False  # answered already (timeout): late results are dropped
 
     def go(self) -> None:
         self.svc.resolver.resolve(self.req.host, self.req.port, self._resolved)
@@ -563,7 +564,7 @@ class _Upstream(_Conn):
 
     @_guard
     def _resolved(self, addrs: list[Addr], err: str) -> None:
-        if self.dead:
+        if self.dead or self.gave_up:
             return
         if err:
             self.cancel_timer()
@@ -574,6 +575,7 @@ class _Upstream(_Conn):
     @_guard
     def _on_slow(self) -> None:
         self._timer = None
+        self.gave_up = True
         if self.connector is not None:
             self.connector.close()
         self.upstream_failed(504, f"no answer from {self.req.host}:{self.req.port}")
@@ -582,7 +584,7 @@ class _Upstream(_Conn):
     def _connected(self, sock: socket.socket | None, err: str, address: str) -> None:
         self.connector = None
         self.cancel_timer()
-        if self.dead:
+        if self.dead or self.gave_up:
             if sock is not None:
                 sock.close()
             return
@@ -608,7 +610,7 @@ class _Upstream(_Conn):
         if self.connector is not None:
             self.connector.close()
         self.client.close()
-        self.req.failed(self.req.reason or "the sandbox ended first")
+        self.req.failed("the connection ended before the host was reached")
 
 
 class Captured(_Upstream):

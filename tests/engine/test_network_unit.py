@@ -468,3 +468,47 @@ def test_stop_closes_open_tunnels_with_their_last_event(h: Harness) -> None:
     assert len(h.requests("closed")) == 1
     assert not h.svc.conns
     holder["s"].close()
+
+
+def _system_names(h: Harness, answer: Callable[[str], Any]) -> None:
+    """Names outside the map go to this fake instead of the system resolver."""
+    h.svc.allowlist = Allowlist([f"*.sys.example.test:{h.echo.port}"])
+    h.svc.resolver._gai = lambda host, port, **kw: answer(host)
+
+
+def _connect_via_proxy(h: Harness, host: str) -> bytes:
+    s = _proxy(h)
+    s.sendall(f"CONNECT {host}:{h.echo.port} HTTP/1.1\r\n\r\n".encode())
+    head = _read_head(s)
+    s.close()
+    return head
+
+
+def test_names_the_system_resolver_maps_to_this_machine_are_refused(h: Harness) -> None:
+    _system_names(h, lambda host: [(socket.AF_INET, socket.SOCK_STREAM, 6, "",
+                                    ("127.0.0.1", h.echo.port))])
+    head = h.run(lambda: _connect_via_proxy(h, "local.sys.example.test"))
+    assert head.startswith(b"HTTP/1.1 502 flue: local.sys.example.test resolves to 127.0.0.1: "
+                           b"this machine's own or link-local addresses are never reached"), head
+    (f,) = h.requests("failed")
+    assert f.host == "local.sys.example.test" and not h.requests("open")
+
+
+def test_a_slow_resolver_is_a_504_and_its_late_answer_is_dropped(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.network import resolver, service
+
+    monkeypatch.setattr(service, "CONNECT_TIMEOUT", 0.1)
+    # the echo's own address passes as a remote one here: were the late answer used, the
+    # supervisor would connect to it and report the request open
+    monkeypatch.setattr(resolver, "unsafe_address", lambda addr: False)
+
+    def slow(host: str) -> Any:
+        time.sleep(1.0)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", h.echo.port))]
+
+    _system_names(h, slow)
+    head = h.run(lambda: _connect_via_proxy(h, "slow.sys.example.test"))
+    assert head.startswith(b"HTTP/1.1 504 flue: no answer from slow.sys.example.test"), head
+    h.run(lambda: time.sleep(1.5))  # the lookup finishes now, after the answer
+    assert not h.requests("open") and len(h.requests("failed")) == 1
