@@ -683,11 +683,36 @@ def _bind(root_fd: int, dst: str, src_fd: int, tgt_fd: int, rw: bool, dev: bool 
     top = libc.openat2(root_fd, dst.lstrip("/"), _O_PATH | os.O_CLOEXEC, 0,
                        libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_BENEATH)
     try:
-        _remount(top, rw, dev)
-        if nested:  # MS_REC brought the source's submounts along: each keeps its own flags
-            _remount_submounts(root_fd, top, rw, dev)
+        if _SETATTR[0]:
+            # MS_REC brought the source's submounts along: one call gives the whole tree the
+            # bind's flags, adding them only (flags a mount has, locked or not, stay)
+            libc.mount_setattr(top, "", libc.AT_EMPTY_PATH | libc.AT_RECURSIVE,
+                               _tree_attrs(rw, dev))
+        else:  # before Linux 5.12: a plain remount changes one mount only, so each of them
+            _remount(top, rw, dev)
+            if nested:
+                _remount_submounts(root_fd, top, rw, dev)
     finally:
         os.close(top)
+
+
+# whether mount_setattr(2) works here (probed once per launch in build_root)
+_SETATTR = [True]
+
+
+def _probe_setattr() -> bool:
+    """mount_setattr exists (Linux 5.12) and is not refused (a container's seccomp profile)."""
+    try:
+        libc.mount_setattr(-1, "", libc.AT_EMPTY_PATH, 0)
+    except OSError as err:
+        return err.errno not in (errno.ENOSYS, errno.EPERM)
+    return True
+
+
+def _tree_attrs(rw: bool, dev: bool) -> int:
+    """A bind's flags: nosuid always; nodev, or noexec for a device node; read-only unless rw."""
+    attrs = libc.MOUNT_ATTR_NOSUID | (libc.MOUNT_ATTR_NOEXEC if dev else libc.MOUNT_ATTR_NODEV)
+    return attrs if rw else attrs | libc.MOUNT_ATTR_RDONLY
 
 
 def _mount_id(fd: int) -> int:
@@ -757,7 +782,8 @@ def _remount(top: int, rw: bool, dev: bool) -> None:
 
 def build_root(plan: LaunchPlan) -> None:
     # open every host source first: the staging tmpfs may hide some of them
-    host_mps = _host_mountpoints()
+    _SETATTR[0] = _probe_setattr()
+    host_mps = [] if _SETATTR[0] else _host_mountpoints()  # for the fallback only
     sources: dict[int, int] = {}
     for i, op in enumerate(plan.mounts):
         if op.kind == "bind":
@@ -774,7 +800,8 @@ def build_root(plan: LaunchPlan) -> None:
                f"size={plan.root_size},mode=0755")
     root_fd = os.open(STAGE, os.O_DIRECTORY | os.O_CLOEXEC | _O_PATH)
     for i, op in enumerate(plan.mounts):
-        nested = op.kind == "bind" and i in sources and _has_submounts(op.src, host_mps)
+        nested = (not _SETATTR[0] and op.kind == "bind" and i in sources
+                  and _has_submounts(op.src, host_mps))
         _apply(root_fd, op, sources.get(i), nested)
     for fd in sources.values():
         os.close(fd)

@@ -111,6 +111,7 @@ def plan_mounts(
         if not os.path.isdir(ws):
             raise LaunchError(f"workspace {workspace} is not a directory",
                               fix="create it first, or leave --workspace out for a tmpfs one")
+        _refuse_kernel_interfaces(ws, "/work", "workspace")
         ops.append(MountOp("bind", "/work", src=ws, rw=True))
     else:
         ops.append(MountOp("tmpfs", "/work", size=fs.workspace_size, mode=0o755))
@@ -124,11 +125,68 @@ def plan_mounts(
         if not b.optional and not os.path.lexists(b.src):
             raise LaunchError(f"bind source {b.src} does not exist",
                               fix="create it, or mark the bind optional in the profile")
+        _refuse_kernel_interfaces(b.src, b.dst, f"bind {b.src}:{b.dst}")
         ops.append(MountOp("bind", b.dst, src=b.src, rw=b.rw, optional=b.optional))
     for op in ops:
         if op.kind == "bind" and op.rw and not op.dev:
             _refuse_flue_state(op)
     return ops
+
+
+# host trees that are the kernel's interfaces, not files: never a bind source (flue gives the
+# sandbox its own /proc and /dev, and binds the few device nodes it needs itself)
+KERNEL_TREES = ("/proc", "/sys", "/dev")
+# filesystems that are such interfaces wherever they are mounted
+KERNEL_FSTYPES = frozenset((
+    "proc", "sysfs", "devtmpfs", "devpts", "debugfs", "tracefs", "securityfs", "cgroup",
+    "cgroup2", "bpf", "configfs", "efivarfs", "pstore", "fusectl", "binfmt_misc", "selinuxfs",
+    "nsfs", "mqueue",
+))
+_KERNEL_FIX = ("bind a directory of ordinary files (a project, a cache) instead; the sandbox "
+               "has its own /proc, a minimal /dev and no /sys")
+_mounts_cache: list[tuple[str, str]] | None = None
+
+
+def _host_mounts() -> list[tuple[str, str]]:
+    """(mount point, filesystem type) of the supervisor's mounts, read once."""
+    global _mounts_cache
+    if _mounts_cache is None:
+        from engine._linux import cgroupfs
+
+        try:
+            with open("/proc/self/mountinfo") as f:
+                _mounts_cache = [(m.mountpoint, m.fstype)
+                                 for m in cgroupfs.parse_mountinfo(f.read())]
+        except OSError:
+            _mounts_cache = []
+    return _mounts_cache
+
+
+def _refuse_kernel_interfaces(src: str, dst: str, what: str) -> None:
+    """A bind (or the workspace) must not bring the host's kernel interfaces in: the root
+    directory, anything under /proc, /sys or /dev, or a tree that is or holds a mount of
+    procfs, sysfs, devtmpfs and the like (the host's /dev/shm, sysctls, cgroups ...)."""
+    path = os.path.normpath(src)
+    if path.startswith("//"):
+        path = "/" + path.lstrip("/")
+    if path == "/":
+        raise LaunchError(f"the {what} would bring the host's whole root in, /proc, /sys "
+                          "and /dev included", fix=_KERNEL_FIX)
+    for tree in KERNEL_TREES:
+        if _within(path, tree):
+            raise LaunchError(f"the {what} would expose the host's {tree} (a kernel "
+                              "interface, not files) to the sandbox", fix=_KERNEL_FIX)
+    real = os.path.realpath(path)
+    best, fstype = "", ""
+    for mp, fs in _host_mounts():
+        if _within(real, mp) and len(mp) >= len(best):
+            best, fstype = mp, fs  # the mount that holds the source (the last one on top)
+        elif fs in KERNEL_FSTYPES and _within(mp, real):
+            raise LaunchError(f"the {what} would expose the host's {fs} mounted at {mp} to "
+                              "the sandbox", fix=_KERNEL_FIX)
+    if fstype in KERNEL_FSTYPES:
+        raise LaunchError(f"the {what} is on the host's {fstype} at {best} (a kernel "
+                          "interface, not files)", fix=_KERNEL_FIX)
 
 
 def flue_state_dirs() -> tuple[str, ...]:

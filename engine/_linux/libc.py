@@ -124,6 +124,31 @@ def umount2(target: str, flags: int = 0) -> None:
         raise OSError(err, f"umount {target}: {os.strerror(err)}")
 
 
+MOUNT_ATTR_RDONLY = 0x00000001
+MOUNT_ATTR_NOSUID = 0x00000002
+MOUNT_ATTR_NODEV = 0x00000004
+MOUNT_ATTR_NOEXEC = 0x00000008
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr(dirfd: int, path: str, flags: int, attr_set: int, attr_clr: int = 0) -> None:
+    """mount_setattr(2) (Linux 5.12): with ``AT_RECURSIVE`` it changes a whole mount tree at
+    once. Raises OSError(ENOSYS) on older kernels."""
+    attr = _MountAttr(attr_set, attr_clr, 0, 0)
+    res = _libc.syscall(ctypes.c_long(NR["mount_setattr"]), ctypes.c_int(dirfd), _b(path),
+                        ctypes.c_uint(flags), ctypes.byref(attr),
+                        ctypes.c_size_t(ctypes.sizeof(attr)))
+    if res < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount_setattr {path or dirfd}: {os.strerror(err)}")
+
+
 def pivot_root(new_root: str, put_old: str) -> None:
     syscall("pivot_root", _b(new_root), _b(put_old))
 

@@ -201,3 +201,86 @@ def test_rw_bind_beside_flues_state_is_fine(flue_user):
                       "--bind", f"{pip}:/home/agent/.cache/pip:rw")
     assert r.returncode == 0, r
     assert (pip / "x").read_text() == "cached\n"
+
+
+def _tree_with_a_submount(flue):
+    top = _host_dir(flue, "tree")
+    (top / "sub").mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M,mode=0777", "flue-test", str(top / "sub")],
+                   check=True, timeout=10)
+    return top
+
+
+def test_rw_bind_gives_its_submounts_nosuid_nodev(flue):
+    top = _tree_with_a_submount(flue)
+    try:
+        r = flue.run(["sh", "-c", "python3 -c '" + MOUNTS.replace("'", '"') + "'; "
+                      "echo x > /mnt/t/sub/f && echo wrote"], "--bind", f"{top}:/mnt/t:rw")
+        assert r.returncode == 0, r
+        mounts = json.loads(r.stdout.splitlines()[0])
+        sub = set(mounts["/mnt/t/sub"]["opts"])
+        assert {"nosuid", "nodev"} <= sub and "ro" not in sub, mounts["/mnt/t/sub"]
+        assert r.stdout.splitlines()[1] == "wrote", r
+    finally:
+        subprocess.run(["umount", str(top / "sub")], check=False, timeout=10)
+
+
+def test_ro_bind_submounts_without_mount_setattr_use_the_mountinfo_fallback(flue):
+    """Before Linux 5.12 (or where mount_setattr is refused) each submount is remounted on
+    its own, found through mountinfo: the same result."""
+    top = _tree_with_a_submount(flue)
+    code = f"""
+        import errno, json
+        from engine._linux import libc
+        def missing(*args, **kw):
+            raise OSError(errno.ENOSYS, "mount_setattr: Function not implemented")
+        libc.mount_setattr = missing   # what PID 1 finds on an older kernel
+        from engine.profile import load_profile
+        from engine.rootfs import parse_bind
+        from engine.sandbox import run_sync
+        probe = ("import json\\nfor line in open('/proc/self/mountinfo'):\\n"
+                 "    f = line.split()\\n"
+                 "    if f[4].startswith('/mnt/t'): print(json.dumps([f[4], f[5]]))\\n"
+                 "try:\\n    open('/mnt/t/sub/f', 'w')\\n    print('WROTE')\\n"
+                 "except OSError as e:\\n    print('refused', e.errno)\\n")
+        r = run_sync(["python3", "-c", probe], load_profile("default"),
+                     binds=(parse_bind("{top}:/mnt/t:ro"),), allow_unlimited=True, live=False)
+        print("EXIT", r.exit_code)
+    """
+    try:
+        h = flue.start_python(code)
+        r = h.finish()
+        assert "EXIT 0" in r.stdout, r
+        seen = dict(json.loads(ln) for ln in r.stdout.splitlines() if ln.startswith("["))
+        assert set(seen["/mnt/t/sub"].split(",")) >= {"ro", "nosuid", "nodev"}, seen
+        assert "WROTE" not in r.stdout and "refused 30" in r.stdout, r  # EROFS
+        assert not (top / "sub" / "f").exists()
+    finally:
+        subprocess.run(["umount", str(top / "sub")], check=False, timeout=10)
+
+
+@pytest.mark.parametrize("src", ["/", "/dev", "/dev/shm", "/proc/self", "/sys", "proc-inside"])
+def test_bind_sources_that_expose_kernel_interfaces_are_refused(flue, src, marker):
+    mounted = None
+    if src == "proc-inside":  # a tree that holds a procfs mount somewhere below
+        top = _host_dir(flue, "chroot")
+        (top / "proc").mkdir()
+        subprocess.run(["mount", "-t", "proc", "proc", str(top / "proc")], check=True, timeout=10)
+        mounted, src = top / "proc", str(top)
+    try:
+        for args in (["--bind", f"{src}:/mnt/x:ro"], ["--bind", f"{src}:/mnt/x:rw"]):
+            r = flue.run(["sh", "-c", f"echo LAUNCHED {marker}"], *args)
+            assert r.returncode == 125, r
+            assert "LAUNCHED" not in r.stdout, r
+            assert len(r.flue_lines) == 1 and f"bind {src}:/mnt/x" in r.flue_lines[0], r
+            assert "fix: bind a directory of ordinary files" in r.stderr, r
+    finally:
+        if mounted is not None:
+            subprocess.run(["umount", str(mounted)], check=False, timeout=10)
+
+
+def test_workspace_on_a_kernel_interface_is_refused(flue, marker):
+    r = flue.run(["sh", "-c", f"echo LAUNCHED {marker}"], "--workspace", "/dev/shm")
+    assert r.returncode == 125, r
+    assert "LAUNCHED" not in r.stdout, r
+    assert r.flue_lines and "workspace" in r.flue_lines[0] and "/dev" in r.flue_lines[0], r
