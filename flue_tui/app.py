@@ -10,6 +10,7 @@ panels changed.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -29,6 +30,11 @@ from flue_tui.runspec import Prepared, RunSpec, prepare
 from flue_tui.screens.monitor import MonitorScreen
 
 CSS_FILE = Path(__file__).with_name("app.tcss")
+# the monitor's panels are redrawn at most this often (5 Hz) however fast batches come: the
+# model folds every batch in at once, the screen follows at a pace a person can read, and
+# a keypress rarely has to wait behind a redraw
+PANEL_INTERVAL = 0.2
+PANEL_KEYS = frozenset({"denials", "resources", "files", "processes", "output"})
 
 
 class FlueCommands(Provider):
@@ -83,6 +89,11 @@ class FlueApp(App[int]):
         self._draft_error = ""
         self._log_mark = 0
         self._keymap_override = keymap
+        self._stat_key: tuple[int, int] | None = None
+        self._stat = (0, 0)
+        self._unpainted: set[str] = set()  # changed since the panels were last redrawn
+        self._painted_at = 0.0
+        self._paint_timer: Any = None
 
     # --- set-up -------------------------------------------------------------------------
 
@@ -140,7 +151,16 @@ class FlueApp(App[int]):
         return self.draft.name + (" (built-in)" if self.draft.builtin else "")
 
     def draft_stat(self) -> tuple[int, int]:
-        return self.draft.diff_stat() if self.draft is not None else (0, 0)
+        """Lines added and removed by the edits. The status line asks on every event batch;
+        the diff is recomputed only when the draft changed (every edit, revert and save is
+        logged in ``draft.log``)."""
+        d = self.draft
+        if d is None:
+            return (0, 0)
+        key = (id(d), len(d.log))
+        if self._stat_key != key:
+            self._stat_key, self._stat = key, d.diff_stat()
+        return self._stat
 
     def shared_paths(self) -> tuple[tuple[str, str], ...]:
         return self.prepared.shared if self.prepared else ()
@@ -276,21 +296,39 @@ class FlueApp(App[int]):
         model = self.run_model
         return model if model is not None and model.number == run else None
 
-    def _changed(self, changed: set[str]) -> None:
+    def _changed(self, changed: set[str], *, now: bool = False) -> None:
+        """Panels (and "status") whose data changed: redrawn now if the last redraw was
+        ``PANEL_INTERVAL`` ago (or ``now``), else once when that time has passed."""
+        self._unpainted |= changed
+        wait = self._painted_at + PANEL_INTERVAL - time.monotonic()
+        if now or wait <= 0:
+            self._paint()
+        elif self._paint_timer is None:
+            self._paint_timer = self.set_timer(wait, self._paint, name="paint panels")
+
+    def _paint(self) -> None:
+        if self._paint_timer is not None:
+            self._paint_timer.stop()
+            self._paint_timer = None
+        changed, self._unpainted = self._unpainted, set()
+        self._painted_at = time.monotonic()
         monitor = self.monitor
-        if monitor is None:
+        if monitor is None or not changed:
             return
         if self.screen is monitor:
             monitor.update_panels(changed)
         else:  # hidden: remember, catch up when shown again
-            for key in changed & {"denials", "resources", "files", "processes", "output"}:
+            for key in changed & PANEL_KEYS:
                 monitor.panel(key).stale = True
 
     @on(EventBatch)
     def _batch(self, message: EventBatch) -> None:
-        model = self._current(message.run)
-        if model is not None:
-            self._changed(model.apply(message.events))
+        try:
+            model = self._current(message.run)
+            if model is not None:
+                self._changed(model.apply(message.events))
+        finally:
+            message.ack()  # the bridge may post the next batch
 
     @on(ProcessSnapshot)
     def _processes(self, message: ProcessSnapshot) -> None:
@@ -315,7 +353,7 @@ class FlueApp(App[int]):
                 parts.append("new: " + ", ".join(d.new))
             self.notify(("; ".join(parts) or "same denials as before") + " · h: history",
                         title=f"run #{model.number} vs #{before.number}", timeout=6)
-        self._changed({"status"})
+        self._changed({"status"}, now=True)  # the run's end shows at once
 
     def _tick(self) -> None:
         model = self.run_model

@@ -4,8 +4,11 @@
 exclusive=True)``): it starts a sandbox through the fork server, collects its events from the
 engine's synchronous callback, and posts them to the app in batches every ``interval``
 seconds -- one ``EventBatch`` per tick (never replaced), plus the latest process table as a
-``ProcessSnapshot`` (which replaces an older one still waiting). Screens and widgets never
-call the engine; they read the app's ``RunModel``.
+``ProcessSnapshot`` (which replaces an older one still waiting). At most one batch is in the
+app's queue at a time: while the app has not applied the last one, events keep collecting
+into the next, so a flood the app cannot fold in 75 ms makes fewer, larger batches instead
+of a queue that grows without bound (and that every keypress would wait behind). Screens
+and widgets never call the engine; they read the app's ``RunModel``.
 
 ``ReplayBridge`` plays a recorded JSONL event stream through the same messages, for
 deterministic tests, snapshots and demos without a kernel.
@@ -45,6 +48,8 @@ class _Batcher:
         self.pending: list[ev.Event] = []
         self.table: ev.ProcessTable | None = None
         self.count = 0
+        self.in_flight = False  # a batch was posted and the app has not applied it yet
+        self.batches = 0
 
     def add(self, e: ev.Event) -> None:
         self.count += 1
@@ -55,13 +60,21 @@ class _Batcher:
         else:
             self.pending.append(e)
 
-    def flush(self) -> None:
+    def applied(self) -> None:
+        """The app folded the last batch in (``EventBatch.ack``): the next one may go."""
+        self.in_flight = False
+
+    def flush(self, force: bool = False) -> None:
+        """Post what was collected, unless the previous batch is still waiting to be applied
+        (``force``: the run is over, post it anyway, so nothing is lost)."""
         if self.table is not None:
             table, self.table = self.table, None
             self.post(ProcessSnapshot(self.run, table))
-        if self.pending:
+        if self.pending and (force or not self.in_flight):
             batch, self.pending = tuple(self.pending), []
-            self.post(EventBatch(self.run, batch))
+            self.in_flight = True
+            self.batches += 1
+            self.post(EventBatch(self.run, batch, ack=self.applied))
 
 
 class Bridge:
@@ -141,7 +154,7 @@ class Bridge:
             raise
         finally:
             ticker.cancel()
-            batch.flush()
+            batch.flush(force=True)
             self._sandbox = None
             if recorder is not None:
                 recorder.close()
@@ -216,5 +229,5 @@ class ReplayBridge(Bridge):
                 batch.add(e)
             return None
         finally:
-            batch.flush()
+            batch.flush(force=True)
             self.post(RunFinished(run, None))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from textual.message import Message
@@ -10,12 +11,16 @@ from engine import events as ev
 
 
 class EventBatch(Message):
-    """Events of one run, in order, posted every 50-100 ms. Never replaced in the queue."""
+    """Events of one run, in order, posted every 50-100 ms. Never replaced in the queue.
+    The handler calls ``ack()`` once it has applied them: the bridge posts no other batch
+    before that (the events wait in the next one)."""
 
-    def __init__(self, run: int, events: tuple[ev.Event, ...]) -> None:
+    def __init__(self, run: int, events: tuple[ev.Event, ...],
+                 ack: Callable[[], None] | None = None) -> None:
         super().__init__()
         self.run = run
         self.events = events
+        self.ack = ack or (lambda: None)
 
 
 class ProcessSnapshot(Message):

@@ -19,7 +19,7 @@ from textual.widgets import DataTable, Static, TabbedContent, TabPane, Tree
 from textual.widgets.tree import TreeNode
 
 from flue_tui.model import DenialRow, FileState, RunModel, format_args, fresh, short_path
-from flue_tui.sanitize import cell, neutralise, plain
+from flue_tui.sanitize import cell, neutralise_line, plain
 from flue_tui.widgets import format as fmt
 from flue_tui.widgets.graph import Graph
 from flue_tui.widgets.stream import StreamView
@@ -98,6 +98,7 @@ class DenialsPanel(Panel):
         table.add_column("command", key="comm", width=8)
         table.add_column("last arguments", key="args")
         self._rows: list[str] = []
+        self._shown_cells: dict[str, list[str]] = {}  # row key -> the cells' text on screen
         self._streamed = 0
         self._model: RunModel | None = None
         self.query_one("#denials-detail", Static).update(Text(
@@ -153,16 +154,23 @@ class DenialsPanel(Panel):
             else None
         if keys != self._rows or force:
             table.clear()
+            self._shown_cells = {}
             for r in rows:
-                table.add_row(*self._cells(r), key=r.key)
+                cells = self._cells(r)
+                table.add_row(*cells, key=r.key)
+                self._shown_cells[r.key] = [c.plain for c in cells]
             self._rows = keys
             if cursor_key in keys:
                 table.move_cursor(row=keys.index(cursor_key), animate=False)
-        else:
+        else:  # only the cells whose text changed (a flood changes the count, little else)
             for r in rows:
-                for col, value in zip(("name", "count", "errno", "group", "pid", "comm",
-                                       "args"), self._cells(r), strict=True):
-                    table.update_cell(r.key, col, value)
+                shown = self._shown_cells.setdefault(r.key, [""] * 7)
+                for i, (col, value) in enumerate(zip(("name", "count", "errno", "group", "pid",
+                                                      "comm", "args"), self._cells(r),
+                                                     strict=True)):
+                    if value.plain != shown[i]:
+                        table.update_cell(r.key, col, value)
+                        shown[i] = value.plain
         self._show_detail(self.current_row())
 
     @staticmethod
@@ -201,7 +209,7 @@ class DenialsPanel(Panel):
         args = format_args(row.decoded, row.args)
         if args:
             t.append(f" · {plain(args, 160)}")
-        detail.update(t)
+        detail.update(t, layout=False)  # height 1 (app.tcss): no layout pass
 
     @on(DataTable.RowHighlighted, "#denials-table")
     def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -249,7 +257,7 @@ class ResourcesPanel(Panel):
         lbl.append(f"  peak {fmt.percent(peak_cpu)}", "dim")
         if last and last.cpu_nr_throttled:
             lbl.append(f"  throttled ×{last.cpu_nr_throttled}", "yellow")
-        self.query_one("#cpu-label", Static).update(lbl)
+        self.query_one("#cpu-label", Static).update(lbl, layout=False)  # labels: height 1
         self.query_one("#cpu-graph", Graph).set_data(
             cpu, limit=cpu_limit * 100 if cpu_limit else None, floor=100.0)
         mem = [s.memory_current for s in samples]
@@ -262,7 +270,7 @@ class ResourcesPanel(Panel):
         graph.set_data(mem, limit=mem_limit, floor=32 << 20, markers=markers)
         if graph.off_scale and mem_limit:
             lbl.append(" (off scale)", "dim")
-        self.query_one("#mem-label", Static).update(lbl)
+        self.query_one("#mem-label", Static).update(lbl, layout=False)
         lbl = Text(no_wrap=True, overflow="ellipsis", end="")
         lbl.append("pids ", "bold")
         lbl.append(f"{last.pids_current if last and last.pids_current is not None else '–'}",
@@ -274,7 +282,7 @@ class ResourcesPanel(Panel):
             lbl.append(f"  {m.detail} at {m.ts - (model.t0 or m.ts):.1f}s", "red")
         if not samples:
             lbl.append("  (no samples yet)", "dim")
-        self.query_one("#pids-label", Static).update(lbl)
+        self.query_one("#pids-label", Static).update(lbl, layout=False)
 
 
 # --------------------------------------------------------------------------- files
@@ -469,7 +477,8 @@ class OutputPanel(Panel):
     title = "5 Output"
 
     def compose(self) -> ComposeResult:
-        yield StreamView(id="output-stream", empty="the program's stdout and stderr appear here")
+        yield StreamView(id="output-stream", empty="the program's stdout and stderr appear here",
+                         render=self._render_line, width_of=lambda line: len(line.text))
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -493,16 +502,17 @@ class OutputPanel(Panel):
         if model is None:
             return
         out = model.output
-        entries = []
-        for line in fresh(out.lines, out.total, self._shown):
-            style = "output--stderr" if line.stream == "stderr" else ""
-            for t in neutralise(line.text):
-                if style:
-                    t.stylize(self.get_component_rich_style(style))
-                entries.append((t, line))
-        self.query_one("#output-stream", StreamView).extend(entries)
+        # lazily: a line is neutralised and styled only when it is drawn (or filtered)
+        self.query_one("#output-stream", StreamView).extend(
+            (None, line) for line in fresh(out.lines, out.total, self._shown))
         self._shown = out.total
         self.border_title = f"5 Output · {out.total} lines" if out.total else "5 Output"
+
+    def _render_line(self, line: Any) -> Text:
+        t = neutralise_line(line.text)  # an OutputLine holds no newline
+        if line.stream == "stderr":
+            t.stylize(self.get_component_rich_style("output--stderr"))
+        return t
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {"output--stderr"}
 

@@ -37,7 +37,7 @@ class StatusLine(Static):
             t.append("n", style("status--key"))
             t.append(" starts one", style("status--dim"))
             t.append(f"   profile {profile_label}")
-            self.update(t)
+            self.update(t, layout=False)  # a fixed height: no layout pass per update
             return
         word = run.status_word()
         key = run.state
@@ -65,7 +65,7 @@ class StatusLine(Static):
                 t.append("  " + " ".join(flags), style("status--bad"))
         t.append("\n")
         t.append(self._effective(run, shared))
-        self.update(t)
+        self.update(t, layout=False)
 
     def _effective(self, run: RunModel, shared: tuple[tuple[str, str], ...]) -> Text:
         style = self.get_component_rich_style
@@ -75,7 +75,11 @@ class StatusLine(Static):
             t.append(" " + plain(run.error, 200), style("status--bad"))
             return t
         if s is None:
-            t.append(" starting the sandbox…")
+            if run.exited is not None:  # it never started: say why, not "starting"
+                t.append(" " + plain(run.exited.reason or "the sandbox could not be set up",
+                                     200), style("status--bad"))
+            else:
+                t.append(" starting the sandbox…")
             return t
         iso = s.isolation or {}
         lim = s.limits or {}

@@ -5,6 +5,9 @@ flood costs what fits on screen. Scrolling up (or ``space``) stops following; ne
 then counted in the border ("12 new") instead of moving the view. ``/`` filters. The cursor
 row can be selected with enter, which posts ``StreamView.Selected`` with the entry's payload.
 Entries are ``rich.text.Text`` built by the caller from neutralised strings: never markup.
+A high-rate stream (the program's output) can instead hand over ``(None, payload)`` and a
+``render`` function: the Text is then built only when the line is drawn or filtered, so a
+flood of thousands of lines a second costs what is shown, not what arrived.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-Entry = tuple[Text, Any]
+Entry = tuple[Text | None, Any]  # (None, payload): built by ``render`` when needed
 
 
 class StreamView(ScrollView, can_focus=True):
@@ -58,6 +61,8 @@ class StreamView(ScrollView, can_focus=True):
 
     def __init__(self, *, maxlen: int = 5000, empty: str = "nothing yet",
                  matcher: Callable[[Entry, str], bool] | None = None,
+                 render: Callable[[Any], Text] | None = None,
+                 width_of: Callable[[Any], int] | None = None,
                  name: str | None = None, id: str | None = None,
                  classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
@@ -68,7 +73,9 @@ class StreamView(ScrollView, can_focus=True):
         self._view: list[int] = []  # indices into _items that pass the filter
         self._held: list[Entry] = []  # arrived while paused
         self.filter_text = ""
-        self.matcher = matcher or (lambda e, f: f in e[0].plain.lower())
+        self.matcher = matcher or (lambda e, f: f in e[0].plain.lower())  # type: ignore[union-attr]
+        self.render = render  # payload -> Text, for entries given as (None, payload)
+        self.width_of = width_of or (lambda payload: 0)  # a lazy entry's width until drawn
         self.cursor = -1  # index into _view
         self.unseen = 0  # entries that arrived while not following
         self.total = 0
@@ -90,19 +97,40 @@ class StreamView(ScrollView, can_focus=True):
             return
         self._add(entries)
 
+    def _entry(self, item: int) -> Entry:
+        """The entry at ``item``, its Text built now if it was handed over lazily."""
+        entry = self._items[item]
+        if entry[0] is None:
+            assert self.render is not None, "a lazy entry needs StreamView(render=...)"
+            entry = (self.render(entry[1]), entry[1])
+            self._items[item] = entry
+            w = entry[0].cell_len
+            self._widths[item] = w
+            if w > self._max_width:
+                self._max_width = w
+                self._resize()
+        return entry
+
     def _add(self, entries: list[Entry]) -> None:
         start = len(self._items)
         f = self.filter_text
-        for i, entry in enumerate(entries):
-            self._items.append(entry)
-            w = entry[0].cell_len
-            self._widths.append(w)
-            self._max_width = max(self._max_width, w)
-            if not f or self.matcher(entry, f):
-                self._view.append(start + i)
-                if not self.follow:
-                    self.unseen += 1
-        if len(self._items) > self.maxlen * 5 // 4:
+        widths = [e[0].cell_len if e[0] is not None else self.width_of(e[1]) for e in entries]
+        self._items.extend(entries)
+        self._widths.extend(widths)
+        self._max_width = max(self._max_width, *widths)
+        if not f:
+            self._view.extend(range(start, start + len(entries)))
+            if not self.follow:
+                self.unseen += len(entries)
+        else:
+            for i in range(start, start + len(entries)):
+                if self.matcher(self._entry(i), f):
+                    self._view.append(i)
+                    if not self.follow:
+                        self.unseen += 1
+        if len(self._items) > self.maxlen:
+            # trimmed back to exactly maxlen every time: a full stream keeps its virtual
+            # size, so a flood costs no layout pass of the screen per batch
             self._trim()
         self._resize()
         if self.follow:
@@ -142,7 +170,8 @@ class StreamView(ScrollView, can_focus=True):
     def set_filter(self, text: str) -> None:
         self.filter_text = text.lower().strip()
         f = self.filter_text
-        self._view = [i for i, e in enumerate(self._items) if not f or self.matcher(e, f)]
+        self._view = [i for i in range(len(self._items))
+                      if not f or self.matcher(self._entry(i), f)]
         self._cache.clear()
         self.cursor = len(self._view) - 1 if self.follow else min(self.cursor,
                                                                   len(self._view) - 1)
@@ -163,7 +192,7 @@ class StreamView(ScrollView, can_focus=True):
     @property
     def selected_payload(self) -> Any:
         if 0 <= self.cursor < len(self._view):
-            return self._items[self._view[self.cursor]][1]
+            return self._items[self._view[self.cursor]][1]  # the payload: no Text needed
         return None
 
     @property
@@ -172,12 +201,30 @@ class StreamView(ScrollView, can_focus=True):
 
     def visible_plain(self) -> list[str]:
         """The text of every entry that passes the filter (for tests)."""
-        return [self._items[i][0].plain for i in self._view]
+        return [self._entry(i)[0].plain for i in self._view]  # type: ignore[union-attr]
 
     # --- layout and rendering ------------------------------------------------------------
 
     def _resize(self) -> None:
-        self.virtual_size = Size(self._max_width, len(self._view))
+        """A new virtual size without a layout pass of the whole screen (the ``virtual_size``
+        reactive asks for one on every change, i.e. on every batch of a growing stream):
+        only the scrollbars are updated, and they ask for a layout only when one appears or
+        goes. ``_scroll_update`` is Textual's own (pinned minor) scrollbar update."""
+        size = Size(self._max_width, len(self._view))
+        old = self.virtual_size
+        if size == old:
+            return
+        cw, ch = self.container_size
+        if not (self.is_mounted and cw and ch):
+            # not laid out (a hidden tab or panel): its first layout sizes the scrollbars
+            self.set_reactive(StreamView.virtual_size, size)
+            return
+        if (old.height > ch) != (size.height > ch) or (old.width > cw) != (size.width > cw):
+            self.virtual_size = size  # a scrollbar comes or goes: a layout pass
+            return
+        self.set_reactive(StreamView.virtual_size, size)
+        self._scroll_update(size)
+        self.refresh()
 
     def _update_subtitle(self) -> None:
         parts = []
@@ -205,7 +252,7 @@ class StreamView(ScrollView, can_focus=True):
         key = (item, is_cursor, width)
         strip = self._cache.get(key)
         if strip is None:
-            text = self._items[item][0].copy()
+            text = self._entry(item)[0].copy()  # type: ignore[union-attr]
             text.no_wrap = True
             text.end = ""
             if is_cursor:

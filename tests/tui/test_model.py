@@ -76,6 +76,26 @@ def test_batcher_keeps_denials_replaces_tables() -> None:
     assert tables[0].can_replace(ProcessSnapshot(7, tables[0].table))
 
 
+def test_batcher_posts_one_batch_at_a_time() -> None:
+    """Until the app has applied a batch, events wait in the next one: a flood makes larger
+    batches, never a growing queue; the run's last flush goes out regardless."""
+    posted: list[object] = []
+    b = _Batcher(posted.append, 1)
+    b.add(ev.SyscallDenied("s", 0.0, name="mount"))
+    b.flush()
+    b.add(ev.SyscallDenied("s", 1.0, name="ptrace"))
+    b.flush()  # the first is not applied yet: held
+    assert [len(p.events) for p in posted] == [1]
+    b.add(ev.SyscallDenied("s", 2.0, name="ptrace"))
+    posted[0].ack()
+    b.flush()
+    assert [len(p.events) for p in posted] == [1, 2]
+    b.add(ev.SyscallDenied("s", 3.0, name="unshare"))
+    b.flush(force=True)  # the end of the run: posted although #2 is not applied
+    assert [len(p.events) for p in posted] == [1, 2, 1]
+    assert [e.ts for p in posted for e in p.events] == [0.0, 1.0, 2.0, 3.0]
+
+
 def test_prepare_binds_script_dir_read_only(tmp_path: Path) -> None:
     (tmp_path / "agents").mkdir()
     script = tmp_path / "agents" / "run.py"
