@@ -882,6 +882,24 @@ def _apply(root_fd: int, op: MountOp, src_fd: int | None, nested: bool = False) 
             pass  # optional
         finally:
             os.close(tgt)
+    elif op.kind == "readonly":
+        # a path of what is already mounted (the sandbox's own /proc/sys): bound onto itself
+        # and made read-only, nosuid, nodev, noexec
+        try:
+            top = _open_beneath(root_fd, op.dst.lstrip("/"), 0)
+        except FileNotFoundError:
+            if op.optional:
+                return
+            raise
+        try:
+            libc.mount(_fdpath(top), _fdpath(top), None, libc.MS_BIND | libc.MS_REC)
+        finally:
+            os.close(top)
+        top = _open_beneath(root_fd, op.dst.lstrip("/"), 0)
+        try:
+            _remount(top, False, True)
+        finally:
+            os.close(top)
     else:
         raise OSError(errno.EINVAL, f"unknown mount step {op.kind}")
 

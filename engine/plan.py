@@ -23,6 +23,8 @@ class MountOp:
       - "file":    write ``data`` to ``dst`` with ``mode`` (into the root tmpfs)
       - "dir":     create directory ``dst`` with ``mode``
       - "proc", "devpts", "mqueue": mount those filesystems at ``dst``
+      - "readonly": bind ``dst`` (already in the new root, e.g. /proc/sys) onto itself
+        read-only, nosuid, nodev, noexec; ``optional``: skip it when absent
     """
 
     kind: str

@@ -14,6 +14,8 @@ from engine.plan import MountOp
 from engine.profile.model import Bind, Profile
 
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+# parts of the sandbox's /proc made read-only: sysctls, the sysrq trigger, IRQ and bus settings
+PROC_READONLY = ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus")
 
 
 def _etc_files(profile: Profile, hostname: str, net_mode: str) -> list[MountOp]:
@@ -87,6 +89,9 @@ def plan_mounts(
             ops.append(MountOp("bind", path, src=path))
     ops += _etc_files(profile, profile.hostname, net_mode)
     ops.append(MountOp("proc", "/proc"))
+    # the kernel's knobs: read-only even for a sandbox user that is someone on the host
+    for knob in PROC_READONLY:
+        ops.append(MountOp("readonly", knob, optional=True))
     # a minimal /dev
     ops.append(MountOp("tmpfs", "/dev", size=1 << 20, mode=0o755))
     for dev in DEVICES:

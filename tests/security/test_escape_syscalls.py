@@ -167,3 +167,32 @@ def test_setuid_binaries_give_nothing(flue):
     lines = r.stdout.split()
     assert lines[0] == "1000" and lines[-1] == "1000", r
     assert "su=0" not in r.stdout, r
+
+
+KNOBS = textwrap.dedent("""
+    import json
+    opts = {}
+    for line in open("/proc/self/mountinfo"):
+        f = line.split()
+        opts[f[4]] = f[5].split(",")
+    res = {}
+    for p in ("/proc/sys/kernel/core_pattern", "/proc/sys/kernel/hostname", "/proc/sys/vm/drop_caches"):
+        try:
+            with open(p, "w") as fh:
+                fh.write("x")
+            res[p] = "written"
+        except OSError as e:
+            res[p] = e.errno
+    print(json.dumps({"opts": {k: v for k, v in opts.items() if k.startswith("/proc")},
+                      "writes": res}))
+""")
+
+
+def test_kernel_knobs_in_proc_are_read_only(flue):
+    r = flue.run(["python3", "-c", KNOBS])
+    assert r.returncode == 0, r
+    got = json.loads(r.stdout)
+    assert "ro" in got["opts"]["/proc/sys"], got["opts"]
+    assert "ro" not in got["opts"]["/proc"], got["opts"]  # /proc/self/... stays usable
+    for p, res in got["writes"].items():
+        assert res != "written", (p, got)
