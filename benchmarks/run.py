@@ -22,6 +22,9 @@ Sections (``--only NAME``, repeatable or comma-separated):
   network     the allowlist proxy vs a direct connection to a local server: throughput of a
               100 MB download and new-connection set-up latency (p50/p95), through the proxy
               and through a captured connection (benchmarks/netbench.py), as ratios.
+  tui         the installed ``flue-tui`` in tmux while its sandbox floods 20k denials/s and
+              10 MB/s of stdout: keypress-to-repaint latency (p50/p95, target p95 < 100 ms)
+              and the TUI process's RSS over the run (start, peak, end, still growing?).
 
 Results: a table on stdout and ``bench-results/latest.json``. Nothing is installed here:
 missing tools are named with the command that installs them.
@@ -36,6 +39,7 @@ import json
 import math
 import os
 import platform
+import select
 import shlex
 import shutil
 import signal
@@ -51,7 +55,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench-results"
-SECTIONS = ("cold-start", "memory", "denials", "supervisor", "network")
+SECTIONS = ("cold-start", "memory", "denials", "supervisor", "network", "tui")
 COLD_START_TARGET_MS = 50.0
 NSJAIL_US_PER_TRACED_CALL = (88.0, 147.0)  # google/nsjail pull request #308, "Cost" table
 BENCH_MOUNT = "/opt/flue-bench"  # where the flood program is bound inside the sandbox
@@ -60,6 +64,7 @@ INSTALL_HINT = {
     "bwrap": "apt-get install bubblewrap hyperfine",
     "hyperfine": "apt-get install bubblewrap hyperfine",
     "gcc": "apt-get install gcc",
+    "tmux": "apt-get install tmux",
 }
 NEEDS = {
     "cold-start": ("bwrap", "hyperfine"),
@@ -67,6 +72,7 @@ NEEDS = {
     "denials": ("gcc",),
     "supervisor": ("gcc",),
     "network": (),
+    "tui": ("gcc", "tmux"),
 }
 
 
@@ -873,6 +879,589 @@ def print_supervisor(r: dict[str, Any]) -> None:
     say(f"denials counted in flue's report: {counted}")
 
 
+# ------------------------------------------------------------------------------- tui
+
+TUI_TARGET_P95_MS = 100.0
+TUI_SIZE = (120, 40)
+TUI_PROBE_TIMEOUT = 10.0  # a keypress whose change never shows within this is a freeze
+TUI_FLOOD_C = r"""
+/* flue benchmark (tui): a rate-paced flood of denied keyctl calls and of stdout lines.
+ * usage: tuiflood DENIALS_PER_S BYTES_PER_S SECONDS DELAY RESULT_FILE
+ * One ptrace (denied: a second row in the denial table), a header line, DELAY seconds of
+ * quiet, then every millisecond (absolute deadlines, clock_nanosleep) its share of keyctl
+ * calls and of 100-byte lines; more than 100 ms behind it resynchronises instead of
+ * bursting. The result, with CLOCK_MONOTONIC start and end, goes to RESULT_FILE as JSON. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+
+#define TICK_NS 1000000L
+#define MAX_SECONDS 3600
+#define LINE 100
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static int write_all(const char *buf, long n) {
+    long done = 0;
+    while (done < n) {
+        ssize_t w = write(1, buf + done, (size_t)(n - done));
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        done += w;
+    }
+    return 0;
+}
+
+static long per_sec_denials[MAX_SECONDS + 1], per_sec_bytes[MAX_SECONDS + 1];
+static char buf[1 << 20];
+
+int main(int argc, char **argv) {
+    if (argc < 6) {
+        fprintf(stderr, "usage: tuiflood DENIALS_PER_S BYTES_PER_S SECONDS DELAY RESULT\n");
+        return 2;
+    }
+    double rate = atof(argv[1]), bps = atof(argv[2]), seconds = atof(argv[3]);
+    double delay = atof(argv[4]);
+    if (seconds > MAX_SECONDS) seconds = MAX_SECONDS;
+    long r0 = syscall(SYS_ptrace, 0L /* PTRACE_TRACEME */, 0L, 0L, 0L);
+    int ptrace_errno = r0 == -1 ? errno : 0;
+    printf("tuiflood: %.0f denials/s and %.0f bytes/s for %.0f s, in %.1f s\n",
+           rate, bps, seconds, delay);
+    fflush(stdout);
+    struct timespec d = {(time_t)delay, (long)((delay - (double)(long)delay) * 1e9)};
+    while (nanosleep(&d, &d) == -1 && errno == EINTR) {}
+
+    const char *tail = " flood line: the quick brown fox jumps over the lazy dog while the "
+                       "sandbox counts every refusal ...........................";
+    long denials = 0, unexpected = 0, bytes = 0, lines = 0, resyncs = 0, write_errors = 0;
+    double den_acc = 0, byte_acc = 0;
+    struct timespec next;
+    clock_gettime(CLOCK_MONOTONIC, &next);
+    double t0 = now_s(), end = t0 + seconds;
+    long tick = 0;
+    for (;;) {
+        double t = now_s();
+        if (t >= end) break;
+        int sec = (int)(t - t0);
+        den_acc += rate / 1000.0;
+        long nd = (long)den_acc;
+        den_acc -= (double)nd;
+        for (long i = 0; i < nd; i++) {
+            long r = syscall(SYS_keyctl, 0L /* KEYCTL_GET_KEYRING_ID */, -1L, 0L, 0L, 0L);
+            if (r == -1 && errno == EPERM) denials++;
+            else unexpected++;
+        }
+        per_sec_denials[sec] += nd;
+        byte_acc += bps / 1000.0;
+        long n = 0;
+        while (n + LINE <= (long)byte_acc && n + LINE <= (long)sizeof(buf)) {
+            char head[32];
+            int k = snprintf(head, sizeof head, "%09ld %07ld", lines, tick);
+            memset(buf + n, '.', LINE);
+            memcpy(buf + n, head, (size_t)k);
+            size_t tl = strlen(tail);
+            if ((size_t)k + tl > LINE - 1) tl = LINE - 1 - (size_t)k;
+            memcpy(buf + n + k, tail, tl);
+            buf[n + LINE - 1] = '\n';
+            n += LINE;
+            lines++;
+        }
+        byte_acc -= (double)n;
+        if (n) {
+            if (write_all(buf, n) < 0) write_errors++;
+            else { bytes += n; per_sec_bytes[sec] += n; }
+        }
+        tick++;
+        next.tv_nsec += TICK_NS;
+        if (next.tv_nsec >= 1000000000L) { next.tv_sec++; next.tv_nsec -= 1000000000L; }
+        if (now_s() - ((double)next.tv_sec + (double)next.tv_nsec / 1e9) > 0.1) {
+            clock_gettime(CLOCK_MONOTONIC, &next);  /* far behind: no burst to catch up */
+            resyncs++;
+            continue;
+        }
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL) == EINTR) {}
+    }
+    double t1 = now_s();
+    FILE *f = fopen(argv[5], "w");
+    if (!f) { perror(argv[5]); return 3; }
+    fprintf(f, "{\"t0\": %.6f, \"t1\": %.6f, \"seconds\": %.6f, \"target_denials_per_s\": %.0f, "
+               "\"target_bytes_per_s\": %.0f, \"denials\": %ld, \"unexpected\": %ld, "
+               "\"bytes\": %ld, \"lines\": %ld, \"line_bytes\": %d, \"ticks\": %ld, "
+               "\"resyncs\": %ld, \"write_errors\": %ld, \"ptrace_errno\": %d, "
+               "\"per_second_denials\": [",
+            t0, t1, t1 - t0, rate, bps, denials, unexpected, bytes, lines, LINE, tick, resyncs,
+            write_errors, ptrace_errno);
+    int full = (int)(t1 - t0);
+    if (full > MAX_SECONDS) full = MAX_SECONDS;
+    for (int i = 0; i < full; i++) fprintf(f, "%s%ld", i ? ", " : "", per_sec_denials[i]);
+    fprintf(f, "], \"per_second_bytes\": [");
+    for (int i = 0; i < full; i++) fprintf(f, "%s%ld", i ? ", " : "", per_sec_bytes[i]);
+    fprintf(f, "]}\n");
+    fclose(f);
+    printf("tuiflood: done\n");
+    return unexpected ? 4 : 0;
+}
+"""
+
+
+@contextlib.contextmanager
+def tui_flood_program() -> Iterator[Path]:
+    """``tuiflood`` compiled with gcc into a fresh 0755 directory; yields the binary (flue-tui
+    binds its directory read-only into the sandbox, at /opt/host/<name>)."""
+    tmp = Path(tempfile.mkdtemp(prefix="flue-bench-tui-"))
+    try:
+        tmp.chmod(0o755)
+        src = tmp / "tuiflood.c"
+        src.write_text(TUI_FLOOD_C)
+        p = subprocess.run(["gcc", "-O2", "-Wall", "-o", str(tmp / "tuiflood"), str(src)],
+                           check=False, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise BenchError(f"gcc could not compile the tui flood program:\n{p.stderr.strip()}")
+        (tmp / "tuiflood").chmod(0o755)
+        yield tmp / "tuiflood"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class ControlParser:
+    """What a tmux control-mode client (``tmux -C``) reads: command replies between
+    ``%begin`` and ``%end``/``%error`` with the same time and number, and notifications, of
+    which ``%output`` (the pane wrote something) is counted."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._open: tuple[bytes, bytes] | None = None
+        self._lines: list[str] = []
+        self.replies: list[tuple[bool, list[str]]] = []
+        self.outputs = 0
+        self.exited = False
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+        *lines, self._buf = self._buf.split(b"\n")
+        for raw in lines:
+            if self._open is not None:
+                if raw.startswith((b"%end ", b"%error ")) and \
+                        tuple(raw.split()[1:3]) == self._open:
+                    self.replies.append((raw.startswith(b"%end "), self._lines))
+                    self._open, self._lines = None, []
+                else:
+                    self._lines.append(raw.decode("utf-8", "replace"))
+            elif raw.startswith(b"%output "):
+                self.outputs += 1
+            elif raw.startswith(b"%begin "):
+                parts = raw.split()
+                self._open = (parts[1], parts[2]) if len(parts) >= 3 else (b"", b"")
+            elif raw.startswith(b"%exit"):
+                self.exited = True
+
+
+class TmuxControl:
+    """A private tmux server (its own ``-L`` socket, no config file) running one session,
+    driven through a control-mode client: commands and screen captures go over one pipe, no
+    process per capture, and ``%output`` notifications say when the pane has drawn."""
+
+    def __init__(self, command: str, *, size: tuple[int, int] = TUI_SIZE,
+                 env: dict[str, str] | None = None) -> None:
+        self.sock = f"flue-bench-{os.getpid()}"
+        self.name = "tui"
+        self.env = env
+        self.client: subprocess.Popen[bytes] | None = None
+        self.parser = ControlParser()
+        w, h = size
+        p = self._tmux("new-session", "-d", "-s", self.name, "-x", str(w), "-y", str(h),
+                       command)
+        if p.returncode != 0:
+            raise BenchError(f"tmux new-session failed: {p.stderr.strip()}")
+        try:
+            self._attach()
+        except BaseException:
+            self.close()  # the server (and the app in it) goes with a failed attach
+            raise
+
+    def _attach(self) -> None:
+        self._tmux("set-option", "-g", "window-size", "manual")
+        self.client = subprocess.Popen(
+            ["tmux", "-L", self.sock, "-f", "/dev/null", "-C", "attach-session", "-t",
+             self.name], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, env=self.env, start_new_session=True)
+        assert self.client.stdout is not None
+        os.set_blocking(self.client.stdout.fileno(), False)
+        deadline = time.monotonic() + 10  # the first reply is the attach-session's own
+        while not self.parser.replies and time.monotonic() < deadline:
+            self._read(deadline - time.monotonic())
+        if not self.parser.replies or not self.parser.replies[0][0]:
+            raise BenchError("the tmux control client could not attach")
+
+    def _tmux(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["tmux", "-L", self.sock, "-f", "/dev/null", *args],
+                              check=False, capture_output=True, text=True, env=self.env,
+                              stdin=subprocess.DEVNULL)
+
+    def _read(self, timeout: float) -> bool:
+        """Read what is there (waiting up to ``timeout``); False when nothing came."""
+        assert self.client is not None and self.client.stdout is not None
+        fd = self.client.stdout.fileno()
+        ready, _, _ = select.select([fd], [], [], max(0.0, timeout))
+        if not ready:
+            return False
+        try:
+            data = os.read(fd, 1 << 20)
+        except BlockingIOError:
+            return False
+        if not data:
+            raise BenchError("the tmux control client exited")
+        self.parser.feed(data)
+        return True
+
+    def send(self, cmd: str) -> None:
+        assert self.client is not None and self.client.stdin is not None
+        self.client.stdin.write(cmd.encode() + b"\n")
+        self.client.stdin.flush()
+
+    def command(self, cmd: str, timeout: float = 10.0) -> list[str]:
+        """Run one tmux command through the control client; its output lines."""
+        want = len(self.parser.replies) + 1
+        self.send(cmd)
+        deadline = time.monotonic() + timeout
+        while len(self.parser.replies) < want:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BenchError(f"tmux did not answer {cmd!r} within {timeout:.0f} s")
+            self._read(left)
+        ok, lines = self.parser.replies[want - 1]
+        if not ok:
+            raise BenchError(f"tmux {cmd!r} failed: {' '.join(lines)}")
+        return lines
+
+    def screen(self) -> str:
+        return "\n".join(self.command(f"capture-pane -p -t {self.name}"))
+
+    def keys(self, *keys: str) -> None:
+        self.command(f"send-keys -t {self.name} " + " ".join(keys))
+
+    def wait_output(self, since: int, timeout: float) -> bool:
+        """Wait until the pane has written something after ``since`` outputs were counted."""
+        deadline = time.monotonic() + timeout
+        while self.parser.outputs <= since:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._read(left)
+        return True
+
+    def pane_pid(self) -> int:
+        return int(self.command(f"display-message -p -t {self.name} '#{{pane_pid}}'")[0])
+
+    def wait_for(self, pred: Callable[[str], bool], timeout: float, what: str) -> str:
+        deadline = time.monotonic() + timeout
+        text = ""
+        while time.monotonic() < deadline:
+            seen = self.parser.outputs
+            text = self.screen()
+            if pred(text):
+                return text
+            self.wait_output(seen, min(0.2, max(0.0, deadline - time.monotonic())))
+        raise BenchError(f"flue-tui never showed {what} within {timeout:.0f} s; the screen:\n"
+                         f"{text}")
+
+    def close(self) -> None:
+        if self.client is not None:
+            with contextlib.suppress(OSError, ValueError):
+                assert self.client.stdin is not None
+                self.client.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.client.wait(timeout=5)
+            if self.client.poll() is None:
+                self.client.kill()
+                self.client.wait()
+            self.client = None
+        self._tmux("kill-server")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One keypress and what the screen must show once it has been handled."""
+
+    kind: str  # "show output" | "hide output" | "cursor down" | "cursor up"
+    key: str  # tmux send-keys name
+    done: Callable[[str], bool]
+
+
+OUTPUT_TITLE = "5 Output"
+ROW_KEYCTL = "keyctl @keyring"  # the denial detail line, for the keyctl row
+ROW_PTRACE = "ptrace @debug"
+
+
+def next_probe(screen: str, step: int) -> Probe:
+    """The probe to send given what the screen shows now: even steps toggle the Output panel
+    (5), odd steps move the denial table's cursor between its two rows (down/up) once both
+    are there."""
+    two_rows = "keyctl" in screen and "ptrace" in screen
+    if step % 2 == 0 or not two_rows:
+        if OUTPUT_TITLE in screen:
+            return Probe("hide output", "5", lambda s: OUTPUT_TITLE not in s)
+        return Probe("show output", "5", lambda s: OUTPUT_TITLE in s)
+    if ROW_PTRACE in screen:
+        return Probe("cursor up", "Up", lambda s: ROW_KEYCTL in s and ROW_PTRACE not in s)
+    return Probe("cursor down", "Down", lambda s: ROW_PTRACE in s and ROW_KEYCTL not in s)
+
+
+def screen_counts(screen: str) -> dict[str, int | None]:
+    """What flue-tui's screen says it received: ``1 Denials · N`` and ``5 Output · N lines``
+    in the panels' titles (None when not shown)."""
+    import re
+
+    den = re.search(r"1 Denials · (\d+)", screen)
+    out = re.search(r"5 Output · (\d+) lines", screen)
+    return {"denials": int(den.group(1)) if den else None,
+            "output_lines": int(out.group(1)) if out else None}
+
+
+def rss_summary(samples: Sequence[tuple[float, int]], t0: float, t1: float) -> dict[str, Any]:
+    """RSS samples (monotonic time, KiB) against the flood's window [t0, t1]: at its start
+    (the last sample before it), its peak, at its end, and whether it stopped growing: the
+    late half's peak exceeds the early half's (after a 10% warm-up) by at most
+    max(4 MiB, 5%)."""
+    if not samples:
+        raise BenchError("no RSS samples of the flue-tui process")
+    before = [v for t, v in samples if t <= t0]
+    during = [(t, v) for t, v in samples if t0 <= t <= t1]
+    if not during:
+        raise BenchError("no RSS sample during the flood")
+    start = before[-1] if before else during[0][1]
+    dur = t1 - t0
+    early = [v for t, v in during if t0 + 0.1 * dur <= t < t0 + 0.5 * dur] or [during[0][1]]
+    late = [v for t, v in during if t >= t0 + 0.5 * dur] or [during[-1][1]]
+    growth = max(late) - max(early)
+    after = [v for t, v in samples if t > t1]
+    return {
+        "start_kib": start,
+        "peak_kib": max(v for _, v in during),
+        "end_kib": during[-1][1],
+        "after_exit_kib": after[-1] if after else None,
+        "early_peak_kib": max(early),
+        "late_peak_kib": max(late),
+        "late_growth_kib": growth,
+        "bounded": growth <= max(4096, 0.05 * max(early)),
+        "samples": len(samples),
+    }
+
+
+def tui_rates(res: dict[str, Any]) -> dict[str, Any]:
+    """Achieved rates from the flood program's result (its own clock)."""
+    secs = float(res["seconds"])
+    if secs <= 0:
+        raise BenchError("the flood ran for no time")
+    per_den = res.get("per_second_denials") or []
+    per_bytes = res.get("per_second_bytes") or []
+    return {
+        "seconds": secs,
+        "denials_per_s": res["denials"] / secs,
+        "bytes_per_s": res["bytes"] / secs,
+        "lines_per_s": res["lines"] / secs,
+        "target_denials_per_s": res["target_denials_per_s"],
+        "target_bytes_per_s": res["target_bytes_per_s"],
+        "min_second_denials": min(per_den) if per_den else None,
+        "min_second_bytes": min(per_bytes) if per_bytes else None,
+        "resyncs": res.get("resyncs", 0),
+    }
+
+
+def latency_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per kind and overall: stats of the latencies (ms) and how many never showed."""
+    out: dict[str, Any] = {}
+    kinds = sorted({r["kind"] for r in rows})
+    for kind in [*kinds, "all"]:
+        sel = [r for r in rows if kind in ("all", r["kind"])]
+        ok = [r["ms"] for r in sel if r["ms"] is not None]
+        out[kind] = {"presses": len(sel), "timeouts": len(sel) - len(ok),
+                     **(summarize(ok) if ok else {})}
+    return out
+
+
+def sample_rss(pid: int, stop: Any, out: list[tuple[float, int]], interval: float = 0.25
+               ) -> None:
+    while not stop.is_set():
+        v = read_kib(f"/proc/{pid}/status", "VmRSS")
+        if v is None:
+            return
+        out.append((time.monotonic(), v))
+        stop.wait(interval)
+
+
+def flue_tui_bin() -> Path:
+    """The installed ``flue-tui`` next to this interpreter (what a person runs)."""
+    script = Path(sys.executable).parent / "flue-tui"
+    if not (script.is_file() and os.access(script, os.X_OK)):
+        raise BenchError(f"flue-tui is not installed next to {sys.executable} "
+                         "(make bench installs it: pip install -e .)")
+    return script
+
+
+def probe_once(t: TmuxControl, probe: Probe, timeout: float = TUI_PROBE_TIMEOUT
+               ) -> float | None:
+    """Press the key; ms until a capture of the pane shows its effect (captured right after
+    each time the pane writes), or None when it never does within ``timeout``."""
+    start = time.perf_counter()
+    t.keys(probe.key)
+    deadline = start + timeout
+    while True:
+        seen = t.parser.outputs
+        if probe.done(t.screen()):
+            return (time.perf_counter() - start) * 1000.0
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            return None
+        t.wait_output(seen, min(0.05, left))
+
+
+def run_tui(cfg: Config) -> dict[str, Any]:
+    import random
+    import threading
+
+    tui = flue_tui_bin()
+    rate, bps, secs, delay = cfg.tui_denials, cfg.tui_bytes, cfg.tui_seconds, cfg.tui_delay
+    say(f"tui: the installed flue-tui in tmux ({TUI_SIZE[0]}x{TUI_SIZE[1]}), driven by a tmux "
+        f"control-mode client; one sandbox floods {rate:,} denials/s and {bps / 1e6:g} MB/s of "
+        f"stdout for {secs} s (after {delay:g} s quiet); keypress -> capture showing the change")
+    rng = random.Random(1)
+    with tui_flood_program() as prog, contextlib.ExitStack() as stack:
+        base = Path(tempfile.mkdtemp(prefix="flue-bench-tui-run-"))
+        stack.callback(shutil.rmtree, base, True)
+        base.chmod(0o755)  # the sandbox's user must reach the workspace below it
+        ws = base / "work"
+        ws.mkdir()
+        ws.chmod(0o777)
+        env = bench_env()
+        for var in ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"):
+            d = base / var.lower()
+            d.mkdir()
+            env[var] = str(d)
+        env.update(TERM="xterm-256color", COLORTERM="truecolor", LANG="C.UTF-8")
+        env.pop("TMUX", None)
+        argv = [str(tui), "--workspace", str(ws), "--", str(prog), str(rate), str(bps),
+                str(secs), str(delay), "tuiflood-result.json"]
+        cmd = f"sleep 0.5; cd {shlex.quote(str(REPO))} && exec {shlex.join(argv)}"
+        t = TmuxControl(cmd, env=env)
+        stack.callback(t.close)
+        t.wait_for(lambda s: "tuiflood: " in s and "1 Denials" in s, 60, "the flood's header")
+        pid = t.pane_pid()
+        header_at = time.monotonic()
+        rss: list[tuple[float, int]] = []
+        stop = threading.Event()
+        sampler = threading.Thread(target=sample_rss, args=(pid, stop, rss), daemon=True)
+        sampler.start()
+        stack.callback(stop.set)
+        rows: list[dict[str, Any]] = []
+
+        def probes(until: float, phase: str) -> None:
+            step = 0
+            while time.monotonic() < until:
+                probe = next_probe(t.screen(), step)
+                at = time.monotonic()
+                ms = probe_once(t, probe)
+                rows.append({"phase": phase, "kind": probe.kind, "ms": ms, "at": at})
+                step += 1
+                time.sleep(rng.uniform(0.05, 0.25))
+
+        # idle reference: the same app and sandbox, before the flood begins
+        probes(header_at + delay - 1.0, "idle")
+        flood_at = header_at + delay
+        time.sleep(max(0.0, flood_at + 1.0 - time.monotonic()))  # 1 s into the flood
+        probes(flood_at + secs - 1.5, "flood")
+        screen = t.wait_for(lambda s: "exited" in s or "failed" in s, secs + 120,
+                            "the end of the run")
+        if OUTPUT_TITLE not in screen:  # the Output panel hidden by the last probe
+            t.keys("5")
+            screen = t.wait_for(lambda s: OUTPUT_TITLE in s, 30, "the Output panel")
+        time.sleep(2.0)  # RSS after the run, settled
+        screen = t.screen()
+        stop.set()
+        sampler.join(timeout=2)
+        result_file = ws / "tuiflood-result.json"
+        try:
+            res = json.loads(result_file.read_text())
+        except (OSError, ValueError) as err:
+            raise BenchError(f"the flood program left no result ({err}); the screen:\n"
+                             f"{screen}") from err
+        if "exited 0" not in screen:
+            raise BenchError(f"the flood program did not exit 0; the screen:\n{screen}")
+        t.keys("q")
+        deadline = time.monotonic() + 15
+        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            time.sleep(0.1)
+    rates = tui_rates(res)
+    flood_rows = [r for r in rows if r["phase"] == "flood"
+                  and res["t0"] <= r["at"] <= res["t1"]]
+    idle_rows = [r for r in rows if r["phase"] == "idle"]
+    lat = latency_summary(flood_rows)
+    overall = lat.get("all", {})
+    out: dict[str, Any] = {
+        "method": "tmux control mode: send-keys, then capture-pane after each %output until "
+                  "the change shows",
+        "terminal": f"{TUI_SIZE[0]}x{TUI_SIZE[1]}",
+        "rates": rates,
+        "flood_result": {k: v for k, v in res.items() if not k.startswith("per_second")},
+        "per_second_denials": res.get("per_second_denials"),
+        "per_second_bytes": res.get("per_second_bytes"),
+        "screen_counts": screen_counts(screen),
+        "latency_ms": lat,
+        "idle_latency_ms": latency_summary(idle_rows),
+        "target_p95_ms": TUI_TARGET_P95_MS,
+        "target_met": bool(overall.get("p95") is not None and overall["timeouts"] == 0
+                           and overall["p95"] < TUI_TARGET_P95_MS),
+        "rss_kib": rss_summary(rss, res["t0"], res["t1"]),
+        "rss_series": [(round(t - res["t0"], 2), v) for t, v in rss],
+        "presses": rows,
+        "final_screen": screen,
+    }
+    return out
+
+
+def print_tui(r: dict[str, Any]) -> None:
+    rt = r["rates"]
+    say()
+    say(f"== tui: keypress to repaint while one sandbox floods ({r['method']}) ==")
+    say(f"achieved: {rt['denials_per_s']:,.0f} denials/s (target {rt['target_denials_per_s']:,.0f}),"
+        f" {rt['bytes_per_s'] / 1e6:.2f} MB/s = {rt['lines_per_s']:,.0f} lines/s of stdout "
+        f"(target {rt['target_bytes_per_s'] / 1e6:g} MB/s), over {rt['seconds']:.1f} s; "
+        f"slowest second: {rt['min_second_denials']} denials, "
+        f"{(rt['min_second_bytes'] or 0) / 1e6:.2f} MB")
+    sc = r["screen_counts"]
+    say(f"flue-tui showed: denials {sc['denials']}, output lines {sc['output_lines']} "
+        f"(the program made {r['flood_result']['denials'] + 1} denials incl. one ptrace, "
+        f"wrote {r['flood_result']['lines'] + 2} lines incl. its own two)")
+    say(f"{'ms':26}{'presses':>8}{'p50':>9}{'p95':>9}{'max':>9}{'timeouts':>9}")
+    for label, table in (("flood", r["latency_ms"]), ("idle (before the flood)",
+                                                     r["idle_latency_ms"])):
+        for kind, v in table.items():
+            if "p50" in v:
+                say(f"{label + ': ' + kind:26}{v['presses']:8d}{v['p50']:9.1f}{v['p95']:9.1f}"
+                    f"{v['max']:9.1f}{v['timeouts']:9d}")
+            else:
+                say(f"{label + ': ' + kind:26}{v['presses']:8d}{'':27}{v['timeouts']:9d}")
+    m = r["rss_kib"]
+    say(f"flue-tui RSS KiB: start {m['start_kib']}, peak {m['peak_kib']}, end {m['end_kib']}, "
+        f"after exit {m['after_exit_kib']}; late-half growth {m['late_growth_kib']} KiB: "
+        f"{'bounded' if m['bounded'] else 'GROWING'}")
+    p95 = r["latency_ms"].get("all", {}).get("p95")
+    verdict = "MET" if r["target_met"] else "NOT MET"
+    say(f"target p95 < {r['target_p95_ms']:g} ms: {verdict}"
+        + (f" (p95 = {p95:.1f} ms)" if p95 is not None else ""))
+
+
 # ------------------------------------------------------------------------------- main
 
 
@@ -890,6 +1479,10 @@ class Config:
     calls: int
     flood_runs: int
     output: Path
+    tui_seconds: int = 60
+    tui_delay: float = 8.0
+    tui_denials: int = 20_000
+    tui_bytes: int = 10_000_000
 
 
 def _given(value: int | None, default: int) -> int:
@@ -912,6 +1505,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     p.add_argument("--inflight", type=int, default=max(2, os.cpu_count() or 2),
                    help="sandboxes starting at once in the memory section")
     p.add_argument("--output", type=Path, default=RESULTS_DIR / "latest.json")
+    p.add_argument("--tui-seconds", type=int, metavar="S",
+                   help="length of the tui section's flood (default 60; quick 15)")
+    p.add_argument("--tui-denials", type=int, default=20_000, metavar="N",
+                   help="denials per second of the tui section's flood (default 20000)")
+    p.add_argument("--tui-bytes", type=int, default=10_000_000, metavar="B",
+                   help="stdout bytes per second of the tui section's flood (default 10 MB)")
     a = p.parse_args(argv)
     only: list[str] = []
     for item in a.only:
@@ -935,8 +1534,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         calls=_given(a.calls, 10_000 if q else 100_000),
         flood_runs=_given(a.flood_runs, 2 if q else 5),
         output=a.output,
+        tui_seconds=_given(a.tui_seconds, 15 if q else 60),
+        tui_delay=4.0 if q else 8.0,
+        tui_denials=a.tui_denials,
+        tui_bytes=a.tui_bytes,
     )
-    for name in ("runs", "sandboxes", "calls", "flood_runs", "inflight"):
+    for name in ("runs", "sandboxes", "calls", "flood_runs", "inflight", "tui_seconds"):
         if getattr(cfg, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     return cfg
@@ -969,6 +1572,7 @@ RUNNERS: dict[str, tuple[Callable[[Config], dict[str, Any]], Callable[[dict[str,
     "denials": (run_denials, print_denials),
     "supervisor": (run_supervisor, print_supervisor),
     "network": (run_network, print_network),
+    "tui": (run_tui, print_tui),
 }
 
 

@@ -195,3 +195,107 @@ def test_quick_cold_start_end_to_end_with_hyperfine_faked(
     assert r["pythondontwritebytecode_removed"] is True
     text = capsys.readouterr().out
     assert "NOT MET" in text and "40.0x" in text and "PYTHONDONTWRITEBYTECODE" in text
+
+
+# --------------------------------------------------------------------------- tui section
+
+
+def test_tui_options() -> None:
+    full = bench.parse_args(["--only", "tui"])
+    assert full.only == ("tui",) and full.tui_seconds == 60
+    assert full.tui_denials == 20_000 and full.tui_bytes == 10_000_000
+    assert bench.parse_args(["--quick", "--only", "tui"]).tui_seconds < 60
+    assert bench.parse_args(["--tui-seconds", "5", "--tui-denials", "100"]).tui_denials == 100
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--tui-seconds", "0"])
+    assert bench.missing_tools(["tui"], which=lambda t: None) == {
+        "gcc": "apt-get install gcc", "tmux": "apt-get install tmux"}
+
+
+def test_tmux_control_mode_replies_and_output_notifications() -> None:
+    p = bench.ControlParser()
+    p.feed(b"%begin 1700000000 12 0\n%end 1700000000 12 0\n%session-changed $0 tui\n")
+    p.feed(b"%output %0 \\033[1;1Hx\n%beg")  # a line split across reads
+    p.feed(b"in 1700000001 13 1\n 1 Denials \n%end 1700000000 12 0\nnot the end\n")
+    assert p.outputs == 1 and len(p.replies) == 1
+    p.feed(b"%output %0 y\n")  # inside a block: part of the reply, not a notification
+    p.feed(b"%end 1700000001 13 1\n%begin 1 14 1\nno such window\n%error 1 14 1\n%exit\n")
+    assert p.replies[1] == (True, [" 1 Denials ", "%end 1700000000 12 0", "not the end",
+                                   "%output %0 y"])
+    assert p.replies[2] == (False, ["no such window"]) and p.exited and p.outputs == 1
+
+
+def test_tui_probes_follow_what_the_screen_shows() -> None:
+    both = "╭─ 1 Denials · 120 ─╮\n keyctl 119 \n ptrace 1 \n keyctl @keyring EPERM ×119\n"
+    shown = both + "╭─ 5 Output · 12 lines ─╮\n"
+    p = bench.next_probe(shown, 0)
+    assert (p.kind, p.key) == ("hide output", "5")
+    assert not p.done(shown) and p.done(both)
+    p = bench.next_probe(both, 0)
+    assert p.kind == "show output" and p.done(shown)
+    p = bench.next_probe(shown, 1)
+    assert (p.kind, p.key) == ("cursor down", "Down")
+    moved = shown.replace("keyctl @keyring EPERM ×119", "ptrace @debug EPERM ×1")
+    assert not p.done(shown) and p.done(moved)
+    p = bench.next_probe(moved, 1)
+    assert (p.kind, p.key) == ("cursor up", "Up") and p.done(shown) and not p.done(moved)
+    # one row only (before the flood): the cursor cannot move, so the panel toggles
+    only = "╭─ 1 Denials · 1 ─╮\n ptrace 1 \n ptrace @debug EPERM ×1\n"
+    assert bench.next_probe(only, 1).kind == "show output"
+    assert bench.screen_counts(shown) == {"denials": 120, "output_lines": 12}
+    assert bench.screen_counts("nothing") == {"denials": None, "output_lines": None}
+
+
+def test_tui_rss_summary_start_peak_end_and_growth() -> None:
+    flat = [(t * 0.5, 50_000 if t < 4 else 60_000 + (t % 3) * 100) for t in range(60)]
+    s = bench.rss_summary(flat, 1.9, 28.0)
+    assert s["start_kib"] == 50_000 and s["peak_kib"] == 60_200
+    assert s["end_kib"] == 60_000 + (56 % 3) * 100 and s["after_exit_kib"] == flat[-1][1]
+    assert s["bounded"] and s["late_growth_kib"] == 0
+    growing = [(t * 0.5, 50_000 + t * 1000) for t in range(60)]
+    g = bench.rss_summary(growing, 0.0, 29.5)
+    assert not g["bounded"] and g["late_growth_kib"] > 4096
+    with pytest.raises(bench.BenchError):
+        bench.rss_summary([], 0.0, 1.0)
+    with pytest.raises(bench.BenchError):
+        bench.rss_summary([(5.0, 1)], 0.0, 1.0)
+
+
+def test_tui_rates_and_latency_summary() -> None:
+    res = {"seconds": 2.0, "denials": 30_000, "bytes": 16_000_000, "lines": 160_000,
+           "target_denials_per_s": 20_000, "target_bytes_per_s": 10_000_000,
+           "per_second_denials": [20_000, 10_000], "per_second_bytes": [10_000_000, 6_000_000],
+           "resyncs": 3}
+    r = bench.tui_rates(res)
+    assert r["denials_per_s"] == 15_000 and r["bytes_per_s"] == 8_000_000
+    assert r["lines_per_s"] == 80_000 and r["min_second_denials"] == 10_000
+    with pytest.raises(bench.BenchError):
+        bench.tui_rates({**res, "seconds": 0})
+    rows = [{"kind": "cursor up", "ms": 10.0}, {"kind": "cursor up", "ms": 30.0},
+            {"kind": "hide output", "ms": None}, {"kind": "hide output", "ms": 50.0}]
+    lat = bench.latency_summary(rows)
+    assert lat["cursor up"]["p50"] == 20.0 and lat["cursor up"]["timeouts"] == 0
+    assert lat["hide output"]["timeouts"] == 1 and lat["hide output"]["n"] == 1
+    assert lat["all"]["presses"] == 4 and lat["all"]["max"] == 50.0
+    assert bench.latency_summary([{"kind": "x", "ms": None}])["x"] == {"presses": 1,
+                                                                       "timeouts": 1}
+
+
+def test_tui_flood_program_compiles_and_paces(tmp_path: Path) -> None:
+    """The flood program runs outside a sandbox too (its keyctl calls then succeed and
+    count as unexpected): a short paced run writes its result with both rates."""
+    import shutil
+
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    with bench.tui_flood_program() as prog:
+        out = tmp_path / "r.json"
+        p = subprocess.run([str(prog), "2000", "100000", "0.3", "0", str(out)],
+                           capture_output=True, text=True, timeout=30, check=False)
+    res = json.loads(out.read_text())
+    assert p.returncode == 4  # keyctl is allowed on the host: "unexpected"
+    assert res["unexpected"] + res["denials"] > 0 and res["bytes"] == res["lines"] * 100
+    assert p.stdout.startswith("tuiflood: ") and p.stdout.rstrip().endswith("tuiflood: done")
+    assert len(p.stdout.splitlines()[1]) == 99
+    r = bench.tui_rates(res)
+    assert r["bytes_per_s"] > 0 and "t0" in res and res["t1"] > res["t0"]
