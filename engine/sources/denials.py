@@ -5,10 +5,11 @@ here, is answered at once with exactly that errno (so the program sees what a pl
 filter would give it), and is recorded. Identical denials in a row (same syscall, process and
 arguments) are coalesced into one counted record, so a flood keeps memory bounded while
 counts stay exact. A flood whose arguments change on every call cannot be merged that way:
-past ``NEW_RECORDS_PER_FLUSH`` new records in one flush interval, further denials are merged
-per syscall and process into one record per interval (``args_varied`` when their arguments
-differed; ``args`` and ``decoded`` are the first call's), and only the first of them is
-decoded. The listener handles at most ``rate`` notifications a second per sandbox:
+past ``NEW_RECORDS_PER_FLUSH`` new records in one flush interval, or past
+``DISTINCT_PER_CALLER`` records of one syscall from one process in the run, further denials
+are merged per syscall and process into one record per interval (``args_varied`` when their
+arguments differed; ``args`` and ``decoded`` are the first call's), and only the first of
+them is decoded: a flood of any length costs a few records a second. The listener handles at most ``rate`` notifications a second per sandbox:
 beyond that the flooding process waits inside its syscall, so it -- not the supervisor, nor
 other sandboxes -- pays for the flood.
 """
@@ -29,6 +30,8 @@ BATCH = 512
 FLUSH_INTERVAL = 0.1
 DEFAULT_RATE = 100_000  # notifications per second per sandbox
 NEW_RECORDS_PER_FLUSH = 50  # distinct denials recorded one by one per flush interval
+DISTINCT_PER_CALLER = 200  # ... and per (syscall, process) over the whole run; then merged
+CALLERS_REMEMBERED = 4096  # (syscall, process) pairs whose records are counted
 OVERFLOW_KEYS = 32  # merged (syscall, process) records per interval; beyond: per syscall
 
 
@@ -50,6 +53,7 @@ class DenialListener:
         self._new_records = 0  # records started in this flush interval
         # past that budget: (nr, host tid) -> the merged record of this interval
         self._overflow: dict[tuple[int, int], dict[str, Any]] = {}
+        self._distinct: dict[tuple[int, int], int] = {}  # (nr, host tid) -> records made
         self._poll = select.poll()
         self._poll.register(fd, select.POLLIN)
         self._loop = sandbox._loop  # the asyncio loop, or the blocking path's MiniLoop
@@ -135,8 +139,7 @@ class DenialListener:
             # can be read and validated; repeats (and merged overflow) are answered at once
             if self.quiet or key == self._pending_key:
                 info = None
-            elif (self._new_records < NEW_RECORDS_PER_FLUSH
-                  or self._overflow_key(n) not in self._overflow):
+            elif not self._over_budget(n) or self._overflow_key(n) not in self._overflow:
                 info = self._decoder.describe(n, name)
             else:
                 info = None
@@ -209,8 +212,8 @@ class DenialListener:
             self._pending["count"] += 1
             self._pending["ts"] = now
             return
-        if self._new_records >= NEW_RECORDS_PER_FLUSH:
-            # over this interval's budget: merge per syscall and process until the next flush
+        if self._over_budget(n):
+            # over budget: merge per syscall and process until the next flush
             # (per syscall alone once many processes flood at once)
             okey = self._overflow_key(n)
             merged = self._overflow.get(okey)
@@ -227,8 +230,18 @@ class DenialListener:
         rec = self._new_record(n, name, eno, info, now)
         self.sb.emit(rec)
         self._new_records += 1
+        caller = (n.nr, n.pid)
+        made = self._distinct.pop(caller, 0)
+        self._distinct[caller] = made + 1  # the most recent last
+        if len(self._distinct) > CALLERS_REMEMBERED:
+            del self._distinct[next(iter(self._distinct))]
         self._pending_key = key
         self._pending = {"rec": rec, "count": 0, "ts": now, "first": now}
+
+    def _over_budget(self, n: notify.Notification) -> bool:
+        """Past this interval's new records, or past this caller's share of the run."""
+        return (self._new_records >= NEW_RECORDS_PER_FLUSH
+                or self._distinct.get((n.nr, n.pid), 0) >= DISTINCT_PER_CALLER)
 
     def _overflow_key(self, n: notify.Notification) -> tuple[int, int]:
         key = (n.nr, n.pid)
