@@ -22,7 +22,7 @@ FLOOD_CALL = "keyctl"  # refused by the default profile (@keyring) with EPERM
 OTHER = 2_000
 OTHER_CALL = "acct"  # refused by the default profile with EPERM
 RSS_GROWTH_LIMIT = 24 << 20  # 100,000 uncoalesced records would take far more
-MAX_RECORDS = 5_000  # coalesced: a few records per flush interval, not one per call
+MAX_RECORDS = 1_000  # coalesced: a few records per flush interval, not one per call
 
 
 def _looper(flue):
