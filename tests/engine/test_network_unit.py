@@ -512,3 +512,14 @@ def test_a_slow_resolver_is_a_504_and_its_late_answer_is_dropped(
     assert head.startswith(b"HTTP/1.1 504 flue: no answer from slow.sys.example.test"), head
     h.run(lambda: time.sleep(1.5))  # the lookup finishes now, after the answer
     assert not h.requests("open") and len(h.requests("failed")) == 1
+
+
+def test_network_events_round_trip_through_json() -> None:
+    req = ev.NetworkRequest("sb", 1.5, id=3, state="closed", host="pypi.org", port=443,
+                            allowed=True, rule="pypi.org", reason="allowed by pypi.org",
+                            via="proxy", address="[2001:db8::1]:443", sni="pypi.org",
+                            bytes_up=10, bytes_down=20, duration=0.25)
+    q = ev.DnsQuery("sb", 2.0, name="pypi.org", qtype="A", allowed=True, rule="pypi.org",
+                    answers=("127.100.0.1",), rcode="NOERROR", transport="udp")
+    for e in (req, q):
+        assert ev.Event.from_json(e.to_json()) == e
