@@ -96,33 +96,50 @@ class InlineSpawner:
 class ForkServer:
     """A single-threaded helper process that forks sandboxes for a multi-threaded caller.
 
-    Start it from a long-lived thread (the main thread): the kernel ties its parent-death
-    signal to the thread that created it.
+    It ends when its socket reaches EOF, i.e. when the caller's process is gone. When it is
+    started from the main thread it also gets a parent-death signal; not from another
+    thread: the kernel ties that signal to the creating thread, and the server would die
+    with a short-lived worker. A server found dead is started again on the next spawn.
     """
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._start()
+
+    def _start(self) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = dict(os.environ)
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        argv = [sys.executable, "-m", "engine.spawner", str(child.fileno())]
+        if threading.current_thread() is threading.main_thread():
+            argv.append("--pdeathsig")
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.spawner", str(child.fileno())],
-            pass_fds=(child.fileno(),), env=env, stdin=subprocess.DEVNULL,
+            argv, pass_fds=(child.fileno(),), env=env, stdin=subprocess.DEVNULL,
             close_fds=True,
         )
         child.close()
         self._sock = parent
-        self._lock = threading.Lock()
 
     def spawn(self, plan: LaunchPlan, ctrl_fd: int, stdio: tuple[int, int, int],
               pass_map: tuple[tuple[int, int], ...]) -> int:
         fds = [ctrl_fd, *stdio, *(src for src, _ in pass_map)]
         msg = pickle.dumps((plan, tuple(dst for _, dst in pass_map)))
         with self._lock:
-            socket.send_fds(self._sock, [msg], fds)
-            reply = self._sock.recv(65536)
+            if self._proc.poll() is not None:  # died (killed, or an old parent-death signal)
+                self._sock.close()
+                self._start()
+            try:
+                socket.send_fds(self._sock, [msg], fds)
+                reply = self._sock.recv(65536)
+            except OSError as err:
+                reply = b""
+                detail = str(err)
+            else:
+                detail = ""
         if not reply:
-            raise LaunchError("the fork server died", fix="see the error above; rerun")
+            raise LaunchError("the fork server died", detail=detail,
+                              fix="see the error above; rerun")
         res = pickle.loads(reply)
         if "error" in res:
             raise LaunchError(f"fork server: {res['error']}")
@@ -142,12 +159,13 @@ class ForkServer:
                 self._proc.wait()
 
 
-def _serve(fd: int) -> None:  # pragma: no cover - runs in the fork server process
+def _serve(fd: int, pdeathsig: bool = True) -> None:  # pragma: no cover - the server
     from engine._linux import libc
 
-    libc.set_pdeathsig(signal.SIGKILL)
-    if os.getppid() == 1:
-        return
+    if pdeathsig:
+        libc.set_pdeathsig(signal.SIGKILL)
+        if os.getppid() == 1:
+            return
     sock = socket.socket(fileno=fd)
 
     def reap(*_: object) -> None:
@@ -185,4 +203,4 @@ def _serve(fd: int) -> None:  # pragma: no cover - runs in the fork server proce
 
 
 if __name__ == "__main__":  # pragma: no cover
-    _serve(int(sys.argv[1]))
+    _serve(int(sys.argv[1]), "--pdeathsig" in sys.argv[2:])

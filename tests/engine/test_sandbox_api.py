@@ -97,3 +97,39 @@ def test_failed_listener_handoff_stops_the_launch(flue):
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got["exit"] == 125, got
     assert "seccomp listener" in got["message"] and "--no-observe" in got["message"], got
+
+
+FROM_A_THREAD = '''
+import json, sys, threading
+from engine import sandbox
+from engine.profile import load_profile
+from engine.sandbox import run_sync
+
+threading.Thread(target=threading.Event().wait, daemon=True).start()
+codes = []
+t = threading.Thread(target=lambda: codes.append(run_sync(["true"], load_profile("default")).exit_code))
+t.start(); t.join()  # the fork server was started by this thread, which is gone now
+codes.append(run_sync(["sh", "-c", "exit 4"], load_profile("default")).exit_code)
+print(json.dumps({"codes": codes, "server": sandbox._fork_server._proc.pid}), flush=True)
+if sys.argv[1:] == ["hang"]:
+    print("ready", flush=True)
+    threading.Event().wait()
+'''
+
+
+def test_fork_server_started_by_a_finished_thread_keeps_serving(flue):
+    h = flue.start_python(FROM_A_THREAD)
+    r = h.finish(timeout=60)
+    assert r.returncode == 0, r
+    assert json.loads(r.stdout)["codes"] == [0, 4], r
+
+
+def test_fork_server_ends_with_its_caller(flue):
+    h = flue.start_python(FROM_A_THREAD, "hang")
+    out = h.read_until("ready")
+    server = json.loads(out.splitlines()[0])["server"]
+    tree = host.descendants(h.pid)
+    assert server in tree, host.describe(list(tree))
+    os.kill(h.pid, signal.SIGKILL)
+    h.proc.wait(timeout=10)
+    assert not host.still_alive({server: tree[server]}), "the fork server outlived its caller"
