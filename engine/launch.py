@@ -428,6 +428,9 @@ def _init(plan: LaunchPlan, ctrl: int) -> None:
     try:
         libc.unshare(libc.CLONE_NEWNS)
         libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
+        # after our own unshare (the limits may allow no more mount namespaces), while the
+        # host's /proc is still in sight
+        _set_userns_limits(ctrl, plan.userns_limits)
         build_root(plan)
     except OSError as err:
         raise _Stage("rootfs", err) from err
@@ -475,6 +478,32 @@ def _init(plan: LaunchPlan, ctrl: int) -> None:
     libc.close_range(3, ctrl - 1) if ctrl > 3 else None
     libc.close_range(ctrl + 1, 0xFFFFFFFF)
     _reap(ctrl, main_pid, all_sigs)
+
+
+def _set_userns_limits(ctrl: int, limits: tuple[tuple[str, int], ...]) -> None:
+    """Write the sandbox's own limits into its user namespace: /proc/sys/user shows the
+    writer's namespace, and PID 1 holds every capability there. The kernel charges inotify
+    instances and watches, fanotify groups and marks, and namespaces to each namespace level
+    up to the host, where a root-run sandbox's count is root's: these bound one sandbox's part
+    of it. A file this kernel lacks is skipped; a refused write is a warning in the report."""
+    refused = []
+    for name, value in limits:
+        try:
+            fd = os.open(f"/proc/sys/user/{name}", os.O_WRONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            refused.append(f"{name} ({err.strerror})")
+            continue
+        try:
+            os.write(fd, b"%d\n" % value)
+        except OSError as err:
+            refused.append(f"{name} ({err.strerror})")
+        finally:
+            os.close(fd)
+    if refused:
+        _send(ctrl, {"t": "warning", "msg": "the sandbox's inotify and namespace limits could "
+                     "not all be set: " + ", ".join(refused)})
 
 
 def _handoff(plan: LaunchPlan, ctrl: int, main_pid: int, to_init_r: int, go_w: int,

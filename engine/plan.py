@@ -63,4 +63,6 @@ class LaunchPlan:
     ns_flags: int = 0
     # allowlist mode: the ports PID 1 listens on (0.0.0.0:PORT) for captured connections
     net_capture_ports: tuple[int, ...] = ()
+    # (file in /proc/sys/user, value) PID 1 writes into its user namespace's limits
+    userns_limits: tuple[tuple[str, int], ...] = ()
     extra: dict[str, str] = field(default_factory=dict)

@@ -71,6 +71,27 @@ def _signame(sig: int) -> str:
         return f"signal {sig}"
 
 
+# namespaces of each kind a sandbox may create when its profile allows namespaces at all
+NESTED_NAMESPACES = 128
+_NS_KINDS = ("user", "mnt", "pid", "net", "ipc", "uts", "cgroup", "time")
+
+
+def userns_limits(limits: Limits, allow_namespaces: bool) -> tuple[tuple[str, int], ...]:
+    """The limits PID 1 writes into its user namespace (/proc/sys/user): the kernel charges
+    what the sandbox uses to the namespace's creator on the host (root, for a root-run
+    sandbox), so these bound what one sandbox can take of that budget."""
+    out: list[tuple[str, int]] = []
+    if limits.inotify_instances is not None:
+        out += [("max_inotify_instances", limits.inotify_instances),
+                ("max_fanotify_groups", limits.inotify_instances)]
+    if limits.inotify_watches is not None:
+        out += [("max_inotify_watches", limits.inotify_watches),
+                ("max_fanotify_marks", limits.inotify_watches)]
+    nested = NESTED_NAMESPACES if allow_namespaces else 0  # else seccomp refuses them too
+    out += [(f"max_{kind}_namespaces", nested) for kind in _NS_KINDS]
+    return tuple(out)
+
+
 def build_env(profile: Profile, extra: Sequence[tuple[str, str]] = (),
               source: dict[str, str] | None = None) -> dict[str, str]:
     """The sandbox's environment: an allowlist of the caller's plus what the profile and the
@@ -336,6 +357,7 @@ class Sandbox:
             pass_fds=self.pass_fds,
             ns_flags=NS_FLAGS,
             net_capture_ports=capture,
+            userns_limits=userns_limits(p.limits, p.seccomp.allow_namespaces),
         )
 
     def _isolation(self, plan: LaunchPlan) -> dict[str, Any]:

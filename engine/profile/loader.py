@@ -203,6 +203,17 @@ def _limit_pids(v: Any, w: _Where) -> int | None:
     return v
 
 
+def _limit_count(v: Any, w: _Where) -> int | None:
+    if v == _NONE:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        w.fail(f"expected a whole number, found {_type_name(v)} ({v!r})",
+               fix='write a number like 64, or "none" for the host\'s limit only')
+    if not 1 <= v < 2**31:
+        w.fail(f"{v} is out of range", fix='write a number from 1 to 2147483647, or "none"')
+    return v
+
+
 def _limit_timeout(v: Any, w: _Where) -> float | None:
     if v == _NONE:
         return None
@@ -439,6 +450,8 @@ _SCHEMA: dict[str, _Field | dict[str, _Field]] = {
         "cpus": _Scalar(_limit_cpus),
         "pids": _Scalar(_limit_pids),
         "timeout": _Scalar(_limit_timeout),
+        "inotify_instances": _Scalar(_limit_count),
+        "inotify_watches": _Scalar(_limit_count),
     },
     "env": {"pass": _List(_env_pattern), "set": _Table(_env_name, _string)},
 }
@@ -714,6 +727,8 @@ def _build(name: str, chain: Sequence[str], merged: _Merged) -> Profile:
         cpus=scalar("limits.cpus", None),
         pids=scalar("limits.pids", None),
         timeout=scalar("limits.timeout", None),
+        inotify_instances=scalar("limits.inotify_instances", Limits().inotify_instances),
+        inotify_watches=scalar("limits.inotify_watches", Limits().inotify_watches),
     )
     env = EnvPolicy(
         passthrough=values("env.pass", env_default.passthrough),

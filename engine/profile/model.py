@@ -9,7 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 # bumped when a record gains or loses a field: pickled profiles of another shape are stale
-MODEL_VERSION = 2
+MODEL_VERSION = 3
+
+# what one sandbox may take of the inotify budget of the host uid that created its user
+# namespace (for a root-run sandbox, root's: the kernel charges a namespace's usage to its
+# creator); fanotify groups and marks are bounded alike
+DEFAULT_INOTIFY_INSTANCES = 32
+DEFAULT_INOTIFY_WATCHES = 32768
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +85,9 @@ class Limits:
     cpus: float | None = None  # CPUs (0.5 = half a CPU)
     pids: int | None = None
     timeout: float | None = None  # seconds of wall clock
+    # per sandbox, written into its user namespace's /proc/sys/user; None: the host's only
+    inotify_instances: int | None = DEFAULT_INOTIFY_INSTANCES
+    inotify_watches: int | None = DEFAULT_INOTIFY_WATCHES
 
 
 @dataclass(frozen=True, slots=True)

@@ -282,6 +282,8 @@ def test_bad_errno_name(write) -> None:  # type: ignore[no-untyped-def]
         ("[limits]\ncpus = true", 3, "limits.cpus", "number of CPUs"),
         ('[limits]\ntimeout = "soon"', 3, "limits.timeout", "bad duration"),
         ("[limits]\nmemory = 0", 3, "limits.memory", "0"),
+        ('[limits]\ninotify_instances = "lots"', 3, "limits.inotify_instances", "whole number"),
+        ("[limits]\ninotify_watches = 0", 3, "limits.inotify_watches", "out of range"),
         ('[seccomp]\nallow_namespaces = "yes"', 3, "seccomp.allow_namespaces", "true or false"),
         ('[seccomp]\nallow = "read"', 3, "seccomp.allow", "expected a list"),
         ("[seccomp]\nallow = [1]", 3, "seccomp.allow", "expected a string"),
@@ -430,3 +432,14 @@ def test_default_search_path_is_xdg_config(tmp_path: Path, monkeypatch: pytest.M
     (tmp_path / "flue" / "profiles" / "xdg.toml").write_text('extends = "strict"\nhostname = "x"\n')
     assert load_profile("xdg").hostname == "x"
     assert any(i.name == "xdg" and not i.builtin for i in list_profiles())
+
+
+def test_inotify_limits_default_and_none(write) -> None:  # type: ignore[no-untyped-def]
+    from engine.profile.model import DEFAULT_INOTIFY_INSTANCES, DEFAULT_INOTIFY_WATCHES
+
+    p = load_profile("default")
+    assert (p.limits.inotify_instances, p.limits.inotify_watches) == (
+        DEFAULT_INOTIFY_INSTANCES, DEFAULT_INOTIFY_WATCHES)
+    q = load_profile(str(write("n.toml", 'extends = "default"\n[limits]\n'
+                                         'inotify_instances = 7\ninotify_watches = "none"\n')))
+    assert (q.limits.inotify_instances, q.limits.inotify_watches) == (7, None)
