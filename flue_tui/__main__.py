@@ -20,6 +20,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--net", default="", choices=("", "none", "loopback"), help="network mode")
     p.add_argument("--workspace", default="", metavar="DIR",
                    help="host directory bound read-write as /work (default: a private tmpfs)")
+    p.add_argument("--allow-unlimited", action="store_true",
+                   help="run even when the profile's limits cannot be enforced here (e.g. "
+                   "unprivileged without a delegated cgroup); the status line then says so")
     p.add_argument("--record", metavar="FILE", help="append every event as JSON lines to FILE")
     p.add_argument("--replay", metavar="FILE", help="play a recorded event stream instead of "
                    "running anything")
@@ -44,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"flue-tui: {err}", file=sys.stderr)
         return 2
     app = make_app(command or None, profile=a.profile, workspace=a.workspace, limits=limits,
-                   replay=a.replay, replay_speed=a.replay_speed, record_to=a.record)
+                   replay=a.replay, replay_speed=a.replay_speed, record_to=a.record,
+                   allow_unlimited=a.allow_unlimited)
     if a.replay and not command:
         from flue_tui.runspec import RunSpec
 

@@ -73,13 +73,15 @@ class FlueApp(App[int]):
                  bridge: Bridge | None = None, clock: Callable[[], float] | None = None,
                  remember: bool = True, record_to: str | None = None,
                  keymap: dict[str, str] | None = None, cwd: str | None = None,
-                 blink: bool = True) -> None:
+                 blink: bool = True, allow_unlimited: bool = False) -> None:
         super().__init__()
         self.spec = spec
         self.cwd = cwd or os.getcwd()  # where the launch form resolves relative scripts
         self.blink = blink  # False in tests and snapshots: no cursor blink
         self.profile_ref = spec.profile if spec else profile
-        self.bridge = bridge or Bridge(self.post_message, record_to=record_to)
+        self.allow_unlimited = allow_unlimited
+        self.bridge = bridge or Bridge(self.post_message, record_to=record_to,
+                                       allow_unlimited=allow_unlimited)
         self._clock = clock
         self.remember = remember
         self.runs: list[RunModel] = []
@@ -288,7 +290,14 @@ class FlueApp(App[int]):
             model.state = "failed"
             model.error = getattr(err, "title", None) or str(err)
         if err is not None:
-            self.push_screen(ErrorModal.from_exception(err))
+            modal = ErrorModal.from_exception(err)
+            from engine.errors import LimitUnavailable
+
+            if isinstance(err, LimitUnavailable) and not self.allow_unlimited:
+                also = ("or start flue-tui with --allow-unlimited to run without these limits "
+                        "(the status line then says they are off)")
+                modal.fix = f"{modal.fix}; {also}" if modal.fix else also
+            self.push_screen(modal)
         if self.monitor is not None:
             self.monitor.update_status()
 
@@ -525,7 +534,8 @@ def make_app(argv: list[str] | tuple[str, ...] | None = None, *, profile: str = 
              replay: Any = None, replay_speed: float = 0.0,
              replay_upto: int | None = None, clock: Callable[[], float] | None = None,
              remember: bool = True, record_to: str | None = None,
-             keymap: dict[str, str] | None = None, blink: bool = True) -> FlueApp:
+             keymap: dict[str, str] | None = None, blink: bool = True,
+             allow_unlimited: bool = False) -> FlueApp:
     """The app, configured. With ``argv`` it launches at once; with ``replay`` it plays a
     recorded event stream instead of running anything (tests, snapshots)."""
     from flue_tui.runspec import QuickLimits
@@ -535,7 +545,8 @@ def make_app(argv: list[str] | tuple[str, ...] | None = None, *, profile: str = 
         spec = RunSpec(argv=tuple(argv), profile=profile, cwd=cwd or os.getcwd(),
                        workspace=workspace, limits=limits or QuickLimits())
     app = FlueApp(spec=spec, profile=profile, clock=clock, remember=remember,
-                  record_to=record_to, keymap=keymap, cwd=cwd, blink=blink)
+                  record_to=record_to, keymap=keymap, cwd=cwd, blink=blink,
+                  allow_unlimited=allow_unlimited)
     if replay is not None:
         app.bridge = ReplayBridge(app.post_message, replay, speed=replay_speed,
                                   upto=replay_upto)

@@ -81,10 +81,13 @@ class Bridge:
     """Owns the fork server and the running sandbox."""
 
     def __init__(self, post: Callable[[Any], Any], *, interval: float = DEFAULT_INTERVAL,
-                 record_to: str | None = None) -> None:
+                 record_to: str | None = None, allow_unlimited: bool = False) -> None:
         self.post = post
         self.interval = interval
         self.record_to = record_to
+        # like `flue run --allow-unlimited`: limits that cannot be enforced here are dropped
+        # (the sandbox reports it as degraded) instead of failing the run
+        self.allow_unlimited = allow_unlimited
         self._spawner: Any = None
         self._sandbox: Any = None
         self.clock: Callable[[], float] = time.monotonic
@@ -138,7 +141,7 @@ class Bridge:
         sb = Sandbox(list(prepared.argv), profile, workspace=workspace or None,
                      binds=prepared.binds, env=(("FLUE_SANDBOX_ID", name), *env),
                      spawner=self._spawner, name=name, capture_output=True, watch_files=True,
-                     observe=True)
+                     observe=True, allow_unlimited=self.allow_unlimited)
         sb.subscribe(batch.add)
         self._sandbox = sb
         ticker = asyncio.create_task(self._tick(batch))

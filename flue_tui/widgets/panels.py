@@ -243,6 +243,9 @@ class ResourcesPanel(Panel):
         mem_limit = (last.memory_limit if last and last.memory_limit else None) or \
             lim.get("memory")
         pids_limit = (last.pids_limit if last and last.pids_limit else None) or lim.get("pids")
+        iso = (model.started.isolation if model.started else {}) or {}
+        if iso.get("cgroup") == "none":  # no cgroup (--allow-unlimited): nothing is enforced
+            cpu_limit = mem_limit = pids_limit = None
         markers: dict[int, str] = {}
         for m in model.markers:
             idx = next((i for i, s in enumerate(samples) if s.ts >= m.ts), len(samples) - 1)

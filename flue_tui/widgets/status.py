@@ -11,6 +11,9 @@ from flue_tui.model import RunModel
 from flue_tui.sanitize import plain
 from flue_tui.widgets import format as fmt
 
+# how the engine reports limits dropped by allow_unlimited (Sandbox.degraded)
+UNLIMITED = "running without resource limits: "
+
 STATE_STYLE = {
     "idle": "status--idle",
     "starting": "status--starting",
@@ -85,22 +88,32 @@ class StatusLine(Static):
         lim = s.limits or {}
         ns = iso.get("namespaces") or []
         seccomp = str(iso.get("seccomp", ""))
+        net = str(iso.get("network", "?")).split(" (", 1)[0]  # the mode; Tune has the rest
         parts = [f"{len(ns)} namespaces" if ns else "no namespaces",
                  "seccomp " + ("observed" if "observed" in seccomp else
                                "errno-only" if seccomp else "off"),
-                 f"net {iso.get('network', '?')}",
+                 f"net {net}",
                  f"cgroup {iso.get('cgroup', 'none')}"]
         limits = [f"mem {fmt.size(lim.get('memory'))}" if lim.get("memory") else "mem none",
                   f"pids {lim['pids']}" if lim.get("pids") else "pids none",
                   f"cpu {lim['cpus']:g}" if lim.get("cpus") else "cpu none",
                   f"timeout {lim['timeout']:g}s" if lim.get("timeout") else "no timeout"]
-        t.append(" " + ", ".join(parts))
+        degraded = list(s.degraded)
+        off = next((d for d in degraded if d.startswith(UNLIMITED)), None)
+        if off is not None:  # --allow-unlimited dropped the profile's limits: say so first
+            degraded.remove(off)
+            t.append(" ⚠ limits off (--allow-unlimited): " + plain(off[len(UNLIMITED):], 90),
+                     style("status--warn"))
+            t.append(" │ ", style("status--key"))
+        t.append(" " + ", ".join(parts) if off is None else ", ".join(parts))
         t.append(" │ ", style("status--key"))
-        t.append(", ".join(limits))
+        if off is not None:
+            t.append(f"timeout {lim['timeout']:g}s" if lim.get("timeout") else "no timeout")
+        else:
+            t.append(", ".join(limits))
         if shared:
             t.append(" │ ", style("status--key"))
             t.append("ro " + ", ".join(plain(inside, 40) for _, inside in shared))
-        degraded = list(s.degraded)
         if degraded:
             t.append("   ⚠ degraded: " + "; ".join(plain(d, 80) for d in degraded),
                      style("status--warn"))

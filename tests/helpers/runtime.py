@@ -4,7 +4,9 @@ The test runner's interpreter and virtualenv may live where other uids cannot re
 user's home). The unprivileged runs therefore use the system's ``python3`` with
 ``PYTHONPATH`` pointing at a copy, made once per session in a 0755 temp directory, of
 ``engine/``, ``profiles/`` and the runtime dependencies found in the running interpreter's
-site-packages (from ``importlib.metadata``, never from fixed paths).
+site-packages (from ``importlib.metadata``, never from fixed paths). ``tui=True`` adds
+``flue_tui/`` and the TUI's dependencies (textual, rich, ...), for running flue-tui itself
+as another uid.
 """
 
 from __future__ import annotations
@@ -38,10 +40,11 @@ def _req_names(dist: md.Distribution) -> list[str]:
     return out
 
 
-def runtime_distributions() -> list[md.Distribution]:
-    """flue's runtime dependencies, transitively, minus the TUI's."""
+def runtime_distributions(tui: bool = False) -> list[md.Distribution]:
+    """flue's runtime dependencies, transitively, minus the TUI's (unless ``tui``)."""
     seen: dict[str, md.Distribution] = {}
-    todo = [n for n in _req_names(md.distribution("flue")) if n.lower() not in _NOT_ENGINE]
+    todo = [n for n in _req_names(md.distribution("flue"))
+            if tui or n.lower() not in _NOT_ENGINE]
     while todo:
         name = todo.pop()
         key = name.lower().replace("_", "-")
@@ -82,13 +85,16 @@ def _chmod_tree(root: Path) -> None:
             os.chmod(p, 0o755 if mode & 0o111 else 0o644)
 
 
-def make_runtime(dest: Path) -> Path:
-    """Copy engine/, profiles/ and the dependencies into ``dest``; returns the PYTHONPATH."""
+def make_runtime(dest: Path, tui: bool = False) -> Path:
+    """Copy engine/, profiles/ and the dependencies into ``dest`` (with ``tui``: flue_tui/
+    and its dependencies too); returns the PYTHONPATH."""
     dest.mkdir(parents=True, exist_ok=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(REPO / "engine", dest / "engine", ignore=ignore)
     shutil.copytree(REPO / "profiles", dest / "profiles", ignore=ignore)
-    for dist in runtime_distributions():
+    if tui:
+        shutil.copytree(REPO / "flue_tui", dest / "flue_tui", ignore=ignore)
+    for dist in runtime_distributions(tui):
         _copy_dist(dist, dest)
     _chmod_tree(dest)
     return dest

@@ -1,0 +1,221 @@
+"""End to end as an unprivileged user: flue-tui in tmux, run as uid ``FLUE_TEST_UID``.
+
+Like ``test_tmux_e2e.py`` but the app itself runs as the test uid, the way a developer runs
+it: the distribution's ``python3`` with a world-readable copy of flue, flue_tui and their
+dependencies (``helpers/runtime.py``), HOME and the XDG directories owned by that uid, the
+demo agent in a world-readable project directory. Limits are either enforced through a
+cgroup subtree delegated to the uid (``helpers/cgroups.py``) or, without one, dropped with
+``--allow-unlimited``, which the status line must say. Without either, the error says how
+to run anyway. Every tmux server here has its own socket and is killed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from helpers import cgroups as hcg
+from helpers.runtime import make_runtime
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
+
+UID = int(os.environ.get("FLUE_TEST_UID", "4242"))
+
+
+class Tmux:
+    """One session on a private tmux server (its own ``-L`` socket, no config file)."""
+
+    def __init__(self, command: str) -> None:
+        self.sock = f"flue-unpriv-{uuid.uuid4().hex[:8]}"
+        self.name = "tui"
+        # the short sleep lets tmux settle the window size before the app reads it
+        self._tmux("new-session", "-d", "-s", self.name, "-x", "120", "-y", "40",
+                   f"sleep 0.5; {command}; echo FLUE-TUI-EXITED $?; sleep 60", check=True)
+
+    def _tmux(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["tmux", "-L", self.sock, "-f", "/dev/null", *args],
+                              capture_output=True, text=True, check=check)
+
+    def keys(self, *keys: str, literal: bool = False) -> None:
+        self._tmux("send-keys", "-t", self.name, *(["-l"] if literal else []), *keys,
+                   check=True)
+        time.sleep(0.15)
+
+    def screen(self) -> str:
+        return self._tmux("capture-pane", "-p", "-t", self.name, check=True).stdout
+
+    def wait_for(self, *needles: str, timeout: float = 40.0) -> str:
+        deadline = time.monotonic() + timeout
+        text = ""
+        while time.monotonic() < deadline:
+            text = self.screen()
+            if all(n in text for n in needles):
+                return text
+            time.sleep(0.2)
+        raise AssertionError(f"never saw {needles!r} on screen:\n{text}")
+
+    def kill(self) -> None:
+        self._tmux("kill-server")
+
+
+@pytest.fixture(scope="session")
+def tui_runtime(session) -> Path:  # type: ignore[no-untyped-def]
+    """flue, flue_tui and their dependencies, world-readable, byte-compiled by root."""
+    rt = make_runtime(session.base / "runtime-tui", tui=True)
+    subprocess.run([session.py, "-m", "compileall", "-q", str(rt)], check=False,
+                   capture_output=True, timeout=300)
+    return rt
+
+
+def _owned_dir(path: Path, mode: int = 0o700) -> Path:
+    path.mkdir(parents=True)
+    os.chmod(path, mode)
+    os.chown(path, UID, UID)
+    return path
+
+
+@pytest.fixture
+def user_env(session, tmp_path: Path) -> Iterator[dict[str, Path]]:  # type: ignore[no-untyped-def]
+    """A HOME with its XDG dirs owned by the uid, and a world-readable project with the
+    demo agent, below the session's scratch directory (every uid can reach it)."""
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (apt-get install tmux)")
+    session.require("user", "user namespaces")
+    session.require("user", "seccomp")
+    base = Path(session.scratch) / f"unpriv-{uuid.uuid4().hex[:8]}"
+    base.mkdir(mode=0o755)
+    home = _owned_dir(base / "home")
+    dirs = {"home": home, "config": _owned_dir(home / ".config"),
+            "state": _owned_dir(home / ".local" / "state"), "cache": _owned_dir(home / ".cache")}
+    os.chown(home / ".local", UID, UID)
+    proj = base / "project"
+    (proj / "examples").mkdir(parents=True)
+    shutil.copy(ROOT / "examples" / "demo_agent.py", proj / "examples" / "demo_agent.py")
+    for p in (proj, proj / "examples", proj / "examples" / "demo_agent.py"):
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    dirs["project"] = proj
+    try:
+        yield dirs
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _command(session, runtime: Path, dirs: dict[str, Path],  # type: ignore[no-untyped-def]
+             procs: list[str], flue_tui_args: list[str]) -> str:
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(dirs["home"]),
+        "XDG_CONFIG_HOME": str(dirs["config"]),
+        "XDG_STATE_HOME": str(dirs["state"]),
+        "XDG_CACHE_HOME": str(dirs["cache"]),
+        "PYTHONPATH": str(runtime),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "TERM": "xterm-256color",
+        "COLORTERM": "truecolor",
+        "LANG": "C.UTF-8",
+        "TEXTUAL_ANIMATIONS": "none",
+    }
+    argv = [session.py, str(session.dropprivs), str(UID), str(UID)]
+    for f in procs:
+        argv += ["--procs", f]
+    argv += ["--", session.py, "-m", "flue_tui", *flue_tui_args, "--",
+             "python3", "examples/demo_agent.py"]
+    return (f"cd {shlex.quote(str(dirs['project']))} && env -i "
+            + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " "
+            + shlex.join(argv))
+
+
+def _uid_processes() -> list[str]:
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.stat(f"/proc/{name}").st_uid == UID:
+                    with open(f"/proc/{name}/cmdline", "rb") as f:
+                        cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+                    out.append(f"{name}: {cmd[:120]}")
+            except OSError:
+                continue
+    return out
+
+
+@pytest.mark.parametrize("limits", ["delegated", "allow-unlimited"])
+def test_unprivileged_person_runs_demo_allows_reruns_saves(
+        session, tui_runtime: Path, user_env: dict[str, Path],  # type: ignore[no-untyped-def]
+        limits: str) -> None:
+    dlg = hcg.delegate(UID, UID) if limits == "delegated" else None
+    args = ["--allow-unlimited"] if dlg is None else []
+    t = Tmux(_command(session, tui_runtime, user_env, dlg.procs_files if dlg else [], args))
+    try:
+        screen = t.wait_for("exited 0", "done in", timeout=60)
+        for name in ("mount", "ptrace", "unshare", "AF_PACKET"):
+            assert name in screen, (name, screen)
+        if dlg is None:  # the limits are off, and the status line says so
+            assert "⚠ limits off (--allow-unlimited)" in screen, screen
+            assert "Memory" in screen and "/ no limit" in screen, screen  # not "/ 2.0G"
+        else:  # the delegated cgroup enforces the profile's limits
+            assert "limits off" not in screen and "cgroup v" in screen, screen
+            assert "mem 2.0G" in screen and "pids 1024" in screen, screen
+        # narrow the table to ptrace and allow it
+        t.keys("/")
+        t.wait_for("filter Denials")
+        t.keys("ptrace", literal=True)
+        t.keys("Enter")
+        t.wait_for("Allow  r Re-run")
+        t.keys("a")
+        t.wait_for("allow ptrace")
+        # save: the built-in goes to the user's own profile directory, as the user
+        t.keys("C-s")
+        t.wait_for("Save profile default")
+        t.keys("Enter")
+        t.wait_for("profile saved")
+        saved = user_env["config"] / "flue" / "profiles" / "default.toml"
+        assert saved.is_file(), list(user_env["home"].rglob("*"))
+        assert saved.stat().st_uid == UID and saved.parent.stat().st_uid == UID
+        text = saved.read_text()
+        assert '"ptrace",' in text and "# flue's default profile" in text
+        # re-run: ptrace goes through now
+        t.keys("Escape")
+        time.sleep(0.3)
+        t.keys("r")
+        screen = t.wait_for("#2", "exited 0", "done in", timeout=60)
+        assert "allowed: the worker can now be debugged" in screen, screen
+        t.keys("q")
+        t.wait_for("FLUE-TUI-EXITED 0", timeout=15)
+        recent = user_env["state"] / "flue" / "tui-recent.json"
+        assert recent.stat().st_uid == UID
+        assert "demo_agent.py" in json.dumps(json.loads(recent.read_text()))
+        if dlg is not None:
+            assert dlg.leftovers() == [], dlg.leftovers()
+    finally:
+        t.kill()
+        if dlg is not None:
+            dlg.remove()
+    deadline = time.monotonic() + 10
+    while _uid_processes() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _uid_processes(), _uid_processes()
+
+
+def test_unprivileged_without_delegation_says_how_to_run_anyway(
+        session, tui_runtime: Path, user_env: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+    t = Tmux(_command(session, tui_runtime, user_env, [], []))
+    try:
+        screen = t.wait_for("cannot be enforced here", "--allow-unlimited", timeout=60)
+        assert "failed" in screen and "delegate" in screen, screen
+        t.keys("Escape")
+        time.sleep(0.3)
+        t.keys("q")
+        t.wait_for("FLUE-TUI-EXITED 0", timeout=15)
+    finally:
+        t.kill()
