@@ -2,10 +2,15 @@
 
 Reading a profile means parsing TOML, layering ``extends`` and expanding syscall groups: tens
 of milliseconds. ``flue run`` starts many times with the same profile, so the resolved
-``Profile`` is pickled under the user's cache directory together with the files it came from
-(path, mtime, size, plus the user profile directory, whose mtime changes when a profile is
-added that could shadow a built-in). Any change to any of them misses the cache and reloads
-with full validation, so a bad edit is always reported.
+``Profile`` is kept under the user's cache directory (``flue/profiles/KEY.json``) together with
+the files it came from (path, mtime, size, plus the user profile directory, whose mtime changes
+when a profile is added that could shadow a built-in). Any change to any of them misses the
+cache and reloads with full validation, so a bad edit is always reported.
+
+The file is JSON of the profile's records (``engine.profile.model.to_data``), read back with
+every field's type checked: plain data, so whoever managed to write it cannot make the next
+supervisor run code (a pickle could). It is used only when ``engine.cachedir`` trusts it (ours,
+writable by nobody else, in directories of the same kind).
 """
 
 from __future__ import annotations
@@ -13,17 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
-from pathlib import Path
 from typing import Any
 
-from engine import __version__
-from engine.profile.model import MODEL_VERSION, Profile
+from engine import __version__, cachedir
+from engine.profile.model import MODEL_VERSION, Profile, profile_from_data, to_data
 
-
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "flue" / "profiles"
+KIND = "profiles"
 
 
 def _stamp(path: str) -> tuple[str, int, int] | None:
@@ -44,15 +44,18 @@ def load_profile_cached(name: str, overrides: dict[str, Any] | None = None) -> P
     ident = os.path.abspath(name) if is_path else name
     key = hashlib.sha256(json.dumps([__version__, MODEL_VERSION, ident, overrides, _user_dir()],
                                     sort_keys=True, default=str).encode()).hexdigest()[:32]
-    path = _cache_dir() / f"{key}.pickle"
-    try:
-        with open(path, "rb") as f:
-            deps, profile = pickle.load(f)
-        if all((_stamp(d[0]) or (d[0], 0, 0)) == tuple(d) for d in deps) and isinstance(
-                profile, Profile):
-            return profile
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError):
-        pass
+    file = f"{key}.json"
+    raw = cachedir.load(KIND, file)
+    if raw is not None:
+        try:
+            cached = json.loads(raw)
+            stamps = cached["deps"]
+            if (isinstance(stamps, list) and all(
+                    isinstance(d, list) and len(d) == 3 and isinstance(d[0], str)
+                    and (_stamp(d[0]) or (d[0], 0, 0)) == tuple(d) for d in stamps)):
+                return profile_from_data(cached["profile"])
+        except (ValueError, TypeError, KeyError):
+            pass  # not ours after all, or of another shape: read the profile again
     from engine.profile import load_profile
     from engine.profile.groups import __file__ as _groups_py  # noqa: F401
     from engine.profile.paths import builtin_profile_dir
@@ -66,12 +69,6 @@ def load_profile_cached(name: str, overrides: dict[str, Any] | None = None) -> P
     deps = [s for s in (_stamp(p) for p in dict.fromkeys(files)) if s is not None]
     if not any(d[0] == _user_dir() for d in deps):
         deps.append((_user_dir(), 0, 0))  # absent now: creating it must miss the cache
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            pickle.dump((deps, profile), f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-    except OSError:
-        pass
+    doc = {"deps": deps, "profile": to_data(profile)}
+    cachedir.store(KIND, file, json.dumps(doc, separators=(",", ":")).encode())
     return profile

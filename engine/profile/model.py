@@ -6,9 +6,13 @@ turns TOML files into them; nothing else parses TOML.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import typing
 from dataclasses import dataclass, field
+from typing import Any
 
-# bumped when a record gains or loses a field: pickled profiles of another shape are stale
+# bumped when a record gains or loses a field: cached profiles of another shape are stale
 MODEL_VERSION = 3
 
 # what one sandbox may take of the inotify budget of the host uid that created its user
@@ -128,3 +132,142 @@ class Profile:
     limits: Limits = field(default_factory=Limits)
     env: EnvPolicy = field(default_factory=EnvPolicy)
     user: UserPolicy = field(default_factory=UserPolicy)
+
+
+# --------------------------------------------------------------------------- as plain data
+
+
+def to_data(obj: Any) -> Any:
+    """A record as JSON-able data: dataclasses as dicts, tuples and frozensets as lists."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_data(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [to_data(x) for x in obj]
+    if isinstance(obj, frozenset):
+        return sorted(to_data(x) for x in obj)
+    return obj
+
+
+def profile_from_data(data: Any) -> Profile:
+    """The inverse of ``to_data`` for a ``Profile``: every field checked against its declared
+    type (exactly the fields each record has, no more, no fewer); ``TypeError`` or
+    ``ValueError`` otherwise.
+    Plain data only: nothing here can run code, whoever wrote it. (Written out by hand: a
+    converter derived from the type hints costs more to build than ``flue run`` may spend.)"""
+    d = _fields(data, Profile)
+    return Profile(
+        name=_str(d["name"]), source=_opt(_str, d["source"]), chain=_tuple(_str, d["chain"]),
+        description=_str(d["description"]), hostname=_str(d["hostname"]),
+        filesystem=_filesystem(d["filesystem"]), network=_network(d["network"]),
+        seccomp=_seccomp(d["seccomp"]), limits=_limits(d["limits"]), env=_env(d["env"]),
+        user=_user(d["user"]))
+
+
+def _bind(v: Any) -> Bind:
+    d = _fields(v, Bind)
+    return Bind(src=_str(d["src"]), dst=_str(d["dst"]), rw=_bool(d["rw"]),
+                optional=_bool(d["optional"]))
+
+
+def _filesystem(v: Any) -> FilesystemPolicy:
+    d = _fields(v, FilesystemPolicy)
+    return FilesystemPolicy(
+        root_size=_int(d["root_size"]), tmp_size=_int(d["tmp_size"]),
+        workspace_size=_int(d["workspace_size"]), home_size=_int(d["home_size"]),
+        shm_size=_int(d["shm_size"]), workdir=_str(d["workdir"]),
+        system=_tuple(_str, d["system"]), etc=_tuple(_str, d["etc"]),
+        binds=_tuple(_bind, d["binds"]), tmpfs=_tuple(_pair(_str, _int), d["tmpfs"]))
+
+
+def _network(v: Any) -> NetworkPolicy:
+    d = _fields(v, NetworkPolicy)
+    return NetworkPolicy(mode=_str(d["mode"]), allow=_tuple(_str, d["allow"]),
+                         hosts=_tuple(_pair(_str, _str), d["hosts"]))
+
+
+def _seccomp(v: Any) -> SeccompPolicy:
+    d = _fields(v, SeccompPolicy)
+    return SeccompPolicy(
+        allow=frozenset(_tuple(_str, d["allow"])), deny=frozenset(_tuple(_str, d["deny"])),
+        default_errno=_int(d["default_errno"]), errno=_tuple(_pair(_str, _int), d["errno"]),
+        kill=frozenset(_tuple(_str, d["kill"])), allow_spec=_tuple(_str, d["allow_spec"]),
+        deny_spec=_tuple(_str, d["deny_spec"]), allow_namespaces=_bool(d["allow_namespaces"]),
+        socket_families=_tuple(_str, d["socket_families"]))
+
+
+def _limits(v: Any) -> Limits:
+    d = _fields(v, Limits)
+    return Limits(memory=_opt(_int, d["memory"]), cpus=_opt(_float, d["cpus"]),
+                  pids=_opt(_int, d["pids"]), timeout=_opt(_float, d["timeout"]),
+                  inotify_instances=_opt(_int, d["inotify_instances"]),
+                  inotify_watches=_opt(_int, d["inotify_watches"]))
+
+
+def _env(v: Any) -> EnvPolicy:
+    d = _fields(v, EnvPolicy)
+    return EnvPolicy(passthrough=_tuple(_str, d["passthrough"]),
+                     set=_tuple(_pair(_str, _str), d["set"]))
+
+
+def _user(v: Any) -> UserPolicy:
+    d = _fields(v, UserPolicy)
+    return UserPolicy(name=_str(d["name"]), uid=_int(d["uid"]), gid=_int(d["gid"]),
+                      home=_str(d["home"]))
+
+
+@functools.cache
+def _names(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls))
+
+
+def _fields(v: Any, cls: type) -> dict[str, Any]:
+    if not isinstance(v, dict) or v.keys() != _names(cls):
+        raise ValueError(f"{cls.__name__}: expected an object with exactly its fields")
+    return v
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise TypeError("expected a string")
+    return v
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise TypeError("expected a boolean")
+    return v
+
+
+def _int(v: Any) -> int:
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise TypeError("expected an integer")
+    return v
+
+
+def _float(v: Any) -> float:
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        raise TypeError("expected a number")
+    return float(v)
+
+
+_T = typing.TypeVar("_T")
+_U = typing.TypeVar("_U")
+
+
+def _opt(conv: typing.Callable[[Any], _T], v: Any) -> _T | None:
+    return None if v is None else conv(v)
+
+
+def _tuple(conv: typing.Callable[[Any], _T], v: Any) -> tuple[_T, ...]:
+    if not isinstance(v, list):
+        raise TypeError("expected a list")
+    return tuple(conv(x) for x in v)
+
+
+def _pair(a: typing.Callable[[Any], _T],
+          b: typing.Callable[[Any], _U]) -> typing.Callable[[Any], tuple[_T, _U]]:
+    def pair(v: Any) -> tuple[_T, _U]:
+        if not isinstance(v, list) or len(v) != 2:
+            raise ValueError("expected a pair")
+        return a(v[0]), b(v[1])
+    return pair

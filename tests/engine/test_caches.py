@@ -1,0 +1,212 @@
+"""flue's on-disk caches are trusted only when nobody else could have written them, and hold
+plain data: the resolved-profile cache is JSON checked field by field (never a pickle), a
+compiled filter is used only with a digest of itself and of the inputs it was compiled from.
+Unit tests of the rules first, then real sandboxes started after the caches were tampered
+with (as root and as the unprivileged uid)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from engine import cachedir
+from engine.profile import load_profile
+from engine.profile.model import profile_from_data, to_data
+
+OTHER_UID = 4343  # someone else
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    return tmp_path / "cache" / "flue"
+
+
+# --------------------------------------------------------------------------- the rules
+
+
+def test_store_creates_private_directories_and_files(cache: Path) -> None:
+    assert cachedir.store("bpf", "x.bin", b"data")
+    for d in (cache, cache / "bpf"):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+    f = cache / "bpf" / "x.bin"
+    assert stat.S_IMODE(f.stat().st_mode) == 0o600
+    assert cachedir.load("bpf", "x.bin") == b"data"
+    assert not [p for p in (cache / "bpf").iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("how", ["group-writable", "world-writable", "someone-elses",
+                                 "symlink", "fifo"])
+def test_a_file_anyone_else_could_have_written_is_not_trusted(cache: Path, how: str) -> None:
+    assert cachedir.store("bpf", "x.bin", b"ours")
+    f = cache / "bpf" / "x.bin"
+    if how == "group-writable":
+        os.chmod(f, 0o620)
+    elif how == "world-writable":
+        os.chmod(f, 0o602)
+    elif how == "someone-elses":
+        if os.geteuid() != 0:
+            pytest.skip("chown needs root")
+        os.chown(f, OTHER_UID, OTHER_UID)
+    elif how == "symlink":
+        real = cache / "real.bin"
+        real.write_bytes(b"elsewhere")
+        f.unlink()
+        f.symlink_to(real)
+    else:
+        f.unlink()
+        os.mkfifo(f, 0o600)
+    assert cachedir.load("bpf", "x.bin") is None
+
+
+@pytest.mark.parametrize("level", ["flue", "kind"])
+@pytest.mark.parametrize("how", ["group-writable", "someone-elses", "symlink"])
+def test_a_directory_anyone_else_could_write_is_not_trusted(cache: Path, level: str,
+                                                            how: str) -> None:
+    assert cachedir.store("bpf", "x.bin", b"ours")
+    d = cache if level == "flue" else cache / "bpf"
+    if how == "group-writable":
+        os.chmod(d, 0o770)
+    elif how == "someone-elses":
+        if os.geteuid() != 0:
+            pytest.skip("chown needs root")
+        os.chown(d, OTHER_UID, OTHER_UID)
+    else:
+        moved = d.with_name(d.name + "-real")
+        d.rename(moved)
+        d.symlink_to(moved)
+    assert cachedir.load("bpf", "x.bin") is None
+    assert not cachedir.store("bpf", "y.bin", b"new"), "an untrusted cache is not written"
+
+
+# --------------------------------------------------------------------------- the profile cache
+
+
+@pytest.mark.parametrize("name", ["default", "strict", "permissive", "python", "node"])
+def test_every_builtin_profile_round_trips_through_plain_data(name: str) -> None:
+    try:
+        p = load_profile(name)
+    except Exception:  # noqa: BLE001 - a built-in this checkout does not have
+        pytest.skip(f"no built-in profile {name}")
+    assert profile_from_data(json.loads(json.dumps(to_data(p)))) == p
+
+
+@pytest.mark.parametrize("change", ["extra-field", "missing-field", "wrong-type", "bool-as-int"])
+def test_malformed_profile_data_is_refused(change: str) -> None:
+    d = to_data(load_profile("default"))
+    if change == "extra-field":
+        d["limits"]["evil"] = 1
+    elif change == "missing-field":
+        del d["seccomp"]["allow"]
+    elif change == "wrong-type":
+        d["seccomp"]["allow_namespaces"] = "yes"
+    else:
+        d["limits"]["pids"] = True
+    with pytest.raises((TypeError, ValueError)):
+        profile_from_data(d)
+
+
+def test_the_profile_cache_is_json_and_is_used(cache: Path) -> None:
+    from engine.profile_cache import load_profile_cached
+
+    first = load_profile_cached("default")
+    files = list((cache / "profiles").iterdir())
+    assert [f.suffix for f in files] == [".json"], files
+    doc = json.loads(files[0].read_bytes())
+    doc["profile"]["description"] = "from the cache"
+    files[0].write_text(json.dumps(doc))
+    assert load_profile_cached("default").description == "from the cache"
+    assert first.description != "from the cache"
+
+
+@pytest.mark.parametrize("how", ["pickle", "garbage", "wrong-shape", "group-writable"])
+def test_a_tampered_profile_cache_is_read_from_the_profile_again(cache: Path, how: str) -> None:
+    import pickle
+
+    from engine.profile_cache import load_profile_cached
+
+    want = load_profile_cached("default")
+    (f,) = (cache / "profiles").iterdir()
+    marker = cache.parent / "ran"
+
+    class Boom:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (os.system, (f"touch {marker}",))
+
+    doc = json.loads(f.read_bytes())
+    if how == "pickle":
+        f.write_bytes(pickle.dumps(Boom()))
+    elif how == "garbage":
+        f.write_bytes(b"\x80\x04not json at all")
+    elif how == "wrong-shape":
+        doc["profile"]["seccomp"]["allow"] = "everything"
+        f.write_text(json.dumps(doc))
+    else:
+        doc["profile"]["seccomp"]["allow_namespaces"] = True
+        f.write_text(json.dumps(doc))
+        os.chmod(f, 0o664)
+    got = load_profile_cached("default")
+    assert got == want
+    assert not marker.exists()
+    assert stat.S_IMODE(f.stat().st_mode) == 0o600  # rewritten, ours again
+
+
+# --------------------------------------------------------------------------- real sandboxes
+
+UNSHARE = ["unshare", "-U", "-r", "true"]
+
+
+def _cache_files(flue, kind: str) -> list[Path]:
+    d = flue.home / ".cache" / "flue" / kind
+    return sorted(p for p in d.iterdir() if not p.name.startswith(".")) if d.is_dir() else []
+
+
+@pytest.mark.sandbox
+def test_a_profile_cache_written_by_someone_else_is_not_used(flue, tmp_path: Path) -> None:
+    """Someone else's (or a group-writable) cache entry saying `allow_namespaces = true`
+    changes nothing: the next sandbox still may not create a user namespace."""
+    first = flue.run(["true"])
+    assert first.returncode == 0, first
+    files = _cache_files(flue, "profiles")
+    assert files, "no profile was cached"
+    for f in files:
+        doc = json.loads(f.read_bytes())
+        doc["profile"]["seccomp"]["allow_namespaces"] = True
+        doc["profile"]["seccomp"]["allow"] = sorted({*doc["profile"]["seccomp"]["allow"],
+                                                     "unshare", "mount"})
+        f.write_text(json.dumps(doc))
+        if flue.mode == "user":
+            os.chown(f, 0, 0)  # root's file: not the user's to trust
+        else:
+            os.chmod(f, 0o666)  # anyone's
+    r = flue.run(UNSHARE)
+    assert r.returncode != 0, f"a tampered profile cache let the sandbox unshare\n{r}"
+
+
+@pytest.mark.sandbox
+def test_a_rw_bind_of_the_cache_is_refused_and_a_pickle_there_runs_nothing(flue) -> None:
+    first = flue.run(["true"])
+    assert first.returncode == 0, first
+    cache = flue.home / ".cache"
+    marker = flue.tmpdir("marker") / "ran-in-the-supervisor"
+    r = flue.run(["true"], "--bind", f"{cache}:/home/agent/.cache:rw")
+    assert r.returncode == 125 and "flue's own state" in r.stderr, r
+    # whoever writes there anyway (here: as the owner, the worst case) gets no code run
+    poison = textwrap.dedent(f"""
+        import glob, os, pickle
+        class P:
+            def __reduce__(self):
+                return (os.system, ({f"touch {marker}"!r},))
+        for f in glob.glob({str(cache / "flue" / "profiles" / "*")!r}):
+            open(f, "wb").write(pickle.dumps(P()))
+    """)
+    exec(poison, {})  # noqa: S102 - the test plays the attacker
+    again = flue.run(["true"])
+    assert again.returncode == 0, again
+    assert not marker.exists(), "a pickle in the profile cache ran in the next flue run"
