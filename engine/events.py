@@ -158,6 +158,11 @@ class ProcessTable(Event):
 class WorkspaceManifest(Event):
     kind: ClassVar[str] = "workspace_manifest"
     entries: tuple[tuple[Any, ...], ...] = ()  # (path, size, mode)
+    # why entries are missing: "" (none are), "depth" (directories max_depth levels down were
+    # not entered) or "entries" (the walk stopped at max_entries)
+    truncated: str = ""
+    max_depth: int = 0
+    max_entries: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -459,6 +459,10 @@ class Sandbox:
         loop.add_reader(ctrl_parent.fileno(), self._on_ctrl)
         if self.profile.limits.timeout:
             self._timeout_handle = loop.call_later(self.profile.limits.timeout, self._on_timeout)
+        if self.watch_files:
+            from engine.sources import prewarm_file_watcher
+
+            prewarm_file_watcher(self)  # its helper starts while the sandbox is set up
 
     async def wait(self) -> Result:
         import asyncio
@@ -703,6 +707,8 @@ class Sandbox:
         if self._keeper_pid is not None and isinstance(self._spawner, InlineSpawner):
             _reap(self._keeper_pid)
         self._remove_cgroup()
+        if self.files is not None:
+            self.files.close()
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None

@@ -5,7 +5,8 @@ and has ``start()`` and ``async stop()``.
   exit observed and continued) -- started as soon as the listener arrives;
 - ``resources``: cgroup (or psutil) samples at ``sample_interval``;
 - ``processes``: the process tree (with the listener's exec/exit reports);
-- ``files``: workspace and /tmp changes through /proc/PID/root, and the exit manifest.
+- ``files``: workspace and /tmp changes, watched by a helper inside the sandbox's user and
+  mount namespaces, and the exit manifest.
 """
 
 from __future__ import annotations
@@ -61,14 +62,23 @@ def start_sources(sb: Any) -> list[Any]:
     if sb.init_pid:
         sb.main_host_pid = main_host_pid(sb.init_pid, sb.main_pid_inside)
     if sb.watch_files and sb.main_host_pid:
-        watcher = sb.files or make_file_watcher(sb, sb.main_host_pid)
+        watcher = make_file_watcher(sb, sb.main_host_pid)
         watcher.start()
         sources.append(watcher)
     return sources
 
 
-def make_file_watcher(sb: Any, host_pid: int) -> Any:
+def make_file_watcher(sb: Any, host_pid: int | None) -> Any:
+    """The sandbox's file watcher (made once: ``prewarm`` may have started its helper)."""
     from engine.sources.files import FileWatcher
 
-    sb.files = FileWatcher(sb, host_pid, ("/work", "/tmp"))
+    if sb.files is None:
+        sb.files = FileWatcher(sb, host_pid, ("/work", "/tmp"))
+    elif sb.files.pid is None:
+        sb.files.pid = host_pid
     return sb.files
+
+
+def prewarm_file_watcher(sb: Any) -> None:
+    """Start the file watcher's helper now, while the sandbox is set up."""
+    make_file_watcher(sb, None).prewarm()

@@ -1,276 +1,256 @@
-"""Workspace and /tmp changes inside the sandbox, watched with watchfiles through
-/proc/PID/root, and a manifest of the workspace when the sandbox ends.
+"""Workspace and /tmp changes inside the sandbox, and a manifest of the workspace when the
+sandbox ends.
 
-The watches are put in place in ``snapshot()``, which the supervisor calls while the main
-process waits in its exec (seccomp notification): nothing the program does can happen before
-they exist, however late the supervisor gets to start the rest of its sources on a busy
-machine. (watchfiles' ``awatch`` would only add them once its task first runs; so this uses
-its documented Rust backend, ``RustNotify``, whose constructor adds the watches and starts
-collecting.) A thread of ours collects the batches from then on and stats their paths at
-once, so a busy event loop neither merges batches nor reads sizes late.
+The watching runs in a helper process (``engine/sources/_watch.py``) that joins the sandbox's
+user and mount namespaces and its root, where ``/work`` and ``/tmp`` mean what they mean to the
+sandbox, and that never resolves a symlink on top of it: a symlink planted in the workspace
+(``ws/u -> /usr``, ``ws/hostroot -> /``) is a file entry, neither watched through nor reported
+through. The supervisor itself touches no sandbox path: it opens the main process's
+namespaces and root (``/proc/PID/ns/user``, ``/proc/PID/ns/mnt``, ``/proc/PID/root``), hands
+the fds to the helper and turns the helper's JSON lines into events.
 
-watchfiles batches inotify events; a directory created and filled at once may be reported
-only by its deepest file, so every added directory is scanned and anything in it we have not
-seen yet is reported too. Each path is reported once per change, with the right kind; a file
-made and removed within one batch is reported as added, then deleted.
+The helper is started as soon as the sandbox is (``prewarm``), so its interpreter is up by the
+time it is needed; the watches are put in place in ``snapshot()``, which the supervisor calls
+while the main process waits in its exec (seccomp notification): ``snapshot()`` returns once
+the helper says the watches exist and the first snapshot is taken, so nothing the program does
+can happen before. (``start()`` does it late when the exec was not observed: --no-observe.)
+
+Each path is reported once per change, with the right kind; a directory created and filled at
+once is scanned when its watch is added; a file made and removed within one batch is reported
+as added, then deleted; reconcile scans after the start and a last comparison of the workspace
+at the end catch what inotify could not say. The manifest is read by the helper, which keeps
+the sandbox's mount namespace (and so the workspace mount) alive until it is done.
 """
 
 from __future__ import annotations
 
-import asyncio
+import json
 import os
-import stat
-import threading
+import select
+import socket
+import subprocess
+import sys
+import time
 from typing import Any
 
 from engine import events as ev
+from engine.sources._watch import MAX_DEPTH, MAX_MANIFEST
 
-MAX_MANIFEST = 20_000
-DEBOUNCE_MS, STEP_MS, TIMEOUT_MS = 60, 20, 100
+__all__ = ["MAX_DEPTH", "MAX_MANIFEST", "FileWatcher"]
+
+READY_TIMEOUT = 10.0  # the helper's start, joining and first snapshot (the exec waits)
+STOP_TIMEOUT = 10.0  # the last collection, comparison and manifest
 
 
-def _lstat(host_path: str) -> os.stat_result | None:
+def _same_ns(fd: int, name: str) -> bool:
     try:
-        return os.lstat(host_path)
+        mine = os.stat(f"/proc/self/ns/{name}")
     except OSError:
-        return None
+        return False
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 class FileWatcher:
-    def __init__(self, sb: Any, main_host_pid: int, dirs: tuple[str, ...]) -> None:
+    def __init__(self, sb: Any, main_host_pid: int | None, dirs: tuple[str, ...]) -> None:
         self.sb = sb
         self.pid = main_host_pid
         self.dirs = dirs  # inside the sandbox, e.g. ("/work", "/tmp")
-        self.prefix = f"/proc/{main_host_pid}/root"
-        self.known: dict[str, tuple[bool, int]] = {}  # inside path -> (is_dir, size)
-        self._mtimes: dict[str, int] = {}
-        self._finishing = False  # stop() asks the watch loop for a last collection
-        self._notify: Any = None  # watchfiles' RustNotify, from snapshot() on
-        self._thread: threading.Thread | None = None
-        self._ws_fd: int | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._cmd: socket.socket | None = None  # to the helper: the fds, then "stop"
+        self._out: int | None = None  # from the helper: JSON lines
+        self._buf = b""
         self._snapshotted = False
-        self._handles: list[asyncio.TimerHandle] = []
-        self.workspace = dirs[0] if dirs else "/work"
+        self._reading = False
+        self._done = False
+        self._stopped: Any = None  # a future, while stop() waits for "done"
+
+    # --- the helper ------------------------------------------------------------------------
+
+    def prewarm(self) -> None:
+        """Start the helper (it waits for the sandbox's fds); idempotent, best effort."""
+        if self._proc is not None or self._done:
+            return
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = dict(os.environ)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "engine.sources._watch", str(child.fileno())],
+                pass_fds=(child.fileno(),), env=env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True)
+        except OSError as err:
+            parent.close()
+            self._fail(f"could not start the file watcher: {err}")
+            return
+        finally:
+            child.close()
+        self._cmd = parent
+        assert self._proc.stdout is not None
+        self._out = os.dup(self._proc.stdout.fileno())
+        self._proc.stdout.close()
+        os.set_blocking(self._out, False)
+
+    def _fail(self, why: str) -> None:
+        self.sb.degraded.append(f"no file events: {why}")
+        self.close()
+
+    def _open_sandbox(self) -> list[int]:
+        """The main process's user and mount namespaces and root, checked to be the sandbox's
+        (not this process's: the pid could have been reused by a host process)."""
+        assert self.pid is not None
+        fds: list[int] = []
+        try:
+            for name in ("user", "mnt"):
+                fds.append(os.open(f"/proc/{self.pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC))
+                if _same_ns(fds[-1], name):
+                    raise OSError(f"process {self.pid} is not in the sandbox")
+            fds.append(os.open(f"/proc/{self.pid}/root", os.O_RDONLY | os.O_DIRECTORY
+                               | os.O_CLOEXEC))
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return fds
 
     def snapshot(self) -> None:
         """What is there before the program runs (a bound workspace's files are not news);
-        the watches, and the thread that collects their batches, start here too."""
+        the watches start here too. Returns when the helper is ready (or gave up)."""
         if self._snapshotted:
             return
         self._snapshotted = True
-        self._open_workspace()
-        self._watch()
-        for d in self.dirs:
-            self._scan(d, emit=False)
-        if self._notify is not None:
-            self._thread = threading.Thread(target=self._pump,
-                                            args=(self._notify, asyncio.get_running_loop()),
-                                            name=f"flue-files-{self.pid}", daemon=True)
-            self._thread.start()
-
-    def _open_workspace(self) -> None:
-        if self._ws_fd is not None:
+        self.prewarm()
+        if self._cmd is None or self.pid is None:
             return
         try:
-            # keeps the workspace's mount alive for the exit manifest, even after the sandbox
-            # is gone; closed after the manifest
-            self._ws_fd = os.open(self.prefix + self.workspace, os.O_RDONLY | os.O_DIRECTORY
-                                  | os.O_CLOEXEC)
-        except OSError:
-            self._ws_fd = None
-
-    def _watch(self) -> None:
-        from watchfiles._rust_notify import RustNotify
-
-        paths = [self.prefix + d for d in self.dirs if os.path.isdir(self.prefix + d)]
-        if not paths:
+            fds = self._open_sandbox()
+        except OSError as err:
+            self._fail(f"the sandbox's namespaces: {err}")
             return
         try:
-            # (paths, debug, force_polling, poll_delay_ms, recursive, ignore_permission_denied)
-            self._notify = RustNotify(paths, False, False, 300, True, True)
-        except (OSError, RuntimeError):
-            self._notify = None  # the sandbox is already gone, or no inotify: scans only
+            socket.send_fds(self._cmd, [json.dumps({"dirs": list(self.dirs)}).encode()], fds)
+        except OSError as err:
+            self._fail(f"the file watcher: {err}")
+            return
+        finally:
+            for fd in fds:
+                os.close(fd)
+        if not self._wait_for("ready", READY_TIMEOUT):
+            self._fail("the file watcher did not start in time")
+            return
+        self._reading = True
+        self.sb._loop.add_reader(self._out, self._on_out)
+
+    def _wait_for(self, kind: str, timeout: float) -> bool:
+        """Read the helper's lines (blocking, bounded) until one of ``kind``."""
+        assert self._out is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            ready, _, _ = select.select([self._out], [], [], left)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(self._out, 1 << 16)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                return False
+            if self._feed(chunk, until=kind):
+                return True
+
+    def _on_out(self) -> None:
+        assert self._out is not None
+        for _ in range(16):
+            try:
+                chunk = os.read(self._out, 1 << 16)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self._eof()
+                return
+            self._feed(chunk)
+
+    def _eof(self) -> None:
+        if self._out is not None and self._reading:
+            self.sb._loop.remove_reader(self._out)
+            self._reading = False
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)
+
+    def _feed(self, chunk: bytes, until: str = "") -> bool:
+        """Handle the complete lines in what has come; True once a line of kind ``until``
+        was handled (the rest stays buffered for the next call)."""
+        self._buf += chunk
+        while b"\n" in self._buf:
+            line, self._buf = self._buf.split(b"\n", 1)
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            t = rec.get("t")
+            if t == "fc":
+                self.sb.emit(ev.FileChanged(self.sb.id, self.sb.now(), change=str(rec["c"]),
+                                            path=str(rec["p"]), size=rec.get("s"),
+                                            is_dir=bool(rec.get("d"))))
+            elif t == "manifest":
+                entries = tuple(tuple(e) for e in rec.get("e", ()))
+                self.sb.emit(ev.WorkspaceManifest(
+                    self.sb.id, self.sb.now(), entries=entries,
+                    truncated=str(rec.get("truncated", "")),
+                    max_depth=int(rec.get("max_depth", MAX_DEPTH)),
+                    max_entries=int(rec.get("max_entries", MAX_MANIFEST))))
+            elif t == "note":
+                self.sb.degraded.append(f"file events: {rec.get('msg')}")
+            elif t == "done":
+                self._done = True
+                if self._stopped is not None and not self._stopped.done():
+                    self._stopped.set_result(None)
+            if until and t == until:
+                return True
+        return False
+
+    # --- the source interface ------------------------------------------------------------------
 
     def start(self) -> None:
         self.snapshot()  # (late, when the main exec was not observed: --no-observe)
-        self._open_workspace()
-        loop = asyncio.get_running_loop()
-        # the watches take a moment to be in place: reconcile what happened meanwhile
-        for delay in (0.05, 0.25, 1.0):
-            self._handles.append(loop.call_later(delay, self._reconcile))
-
-    def _reconcile(self) -> None:
-        for d in self.dirs:
-            self._scan(d, emit=True)
 
     async def stop(self) -> None:
-        for h in self._handles:
-            h.cancel()
-        self._finishing = True
-        if self._thread is not None:
-            # the thread's last batches are queued on the loop before this join returns
-            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 2.0)
-            self._thread = None
-        self._final_reconcile()
-        self._manifest()
+        import asyncio
 
-    def _final_reconcile(self) -> None:
-        """Compare what we know of the workspace with what is there now (through our fd)."""
-        fd = self._ws_fd
-        if fd is None:
-            return
-        now: dict[str, os.stat_result] = {}
-        try:
-            for root, dirs, files, rootfd in os.fwalk(".", dir_fd=fd):
-                for name in dirs + files:
-                    try:
-                        st = os.lstat(name, dir_fd=rootfd)
-                    except OSError:
-                        continue
-                    rel = os.path.normpath(os.path.join(root, name))
-                    now[f"{self.workspace}/{rel}"] = st
-        except OSError:
-            return
-        for path in sorted(now):  # parents first; added, or modified since last seen
-            self._seen(path, now[path])
-        ws = self.workspace + "/"
-        for path in sorted((p for p in self.known if p.startswith(ws) and p not in now),
-                           reverse=True):
-            self._emit("deleted", path, None, self.known.pop(path)[0])
+        if self._cmd is not None and self._reading and not self._done:
+            self._stopped = asyncio.get_running_loop().create_future()
+            try:
+                self._cmd.send(b"stop")
+            except OSError:
+                self._stopped.set_result(None)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._stopped), STOP_TIMEOUT)
+            except TimeoutError:
+                self.sb.degraded.append("file events: the watcher did not finish in time")
+        self.close()
 
-    def _pump(self, notify: Any, loop: asyncio.AbstractEventLoop) -> None:
-        """The watching thread: collect a batch, stat its paths at once (what the batch
-        saw, not what is there when a busy event loop gets to it), hand it to the loop."""
-        try:
-            while True:
-                # no stop_event: a stopped watch() drops what it collected; instead, once
-                # stop() is called (or the main process is gone), one last short watch()
-                # hands over what is left
-                final = self._finishing or not os.path.exists(f"/proc/{self.pid}/root")
-                raw = notify.watch(DEBOUNCE_MS, STEP_MS, STEP_MS if final else TIMEOUT_MS, None)
-                if isinstance(raw, set) and raw:
-                    stats = {path: _lstat(path) for _change, path in raw}
-                    loop.call_soon_threadsafe(self._batch, raw, stats)
-                if final:
-                    return
-        except (RuntimeError, OSError):
-            return  # the sandbox's root vanished under the watcher
-        finally:
-            self._notify = None
-            notify.close()
-
-    def _inside(self, host_path: str) -> str:
-        return host_path.removeprefix(self.prefix)
-
-    def _stat(self, inside: str) -> os.stat_result | None:
-        try:
-            return os.lstat(self.prefix + inside)
-        except OSError:
-            return None
-
-    def _batch(self, batch: set[tuple[Any, str]],
-               stats: dict[str, os.stat_result | None] | None = None) -> None:
-        import watchfiles
-
-        stats = stats or {}
-        items = sorted(((c, self._inside(p), p) for c, p in batch),
-                       key=lambda cp: (cp[0] == watchfiles.Change.deleted, cp[1]))
-        deleted = sorted((p for c, p, _h in items if c == watchfiles.Change.deleted),
-                         reverse=True)
-        for change, path, host in items:
-            if change == watchfiles.Change.deleted:
-                continue
-            st = stats[host] if host in stats else self._stat(path)
-            if st is None:
-                if path in self.known:
-                    self._emit("deleted", path, None, self.known.pop(path)[0])
-                elif path in deleted:
-                    # made and removed within one batch: it existed, say so
-                    self._emit("added", path, None, False)
-                    self._emit("deleted", path, None, False)
-                continue
-            self._ensure_parents(path)
-            self._seen(path, st)
-            if stat.S_ISDIR(st.st_mode):
-                self._scan(path, emit=True)
-        for path in deleted:
-            if self._stat(path) is not None:
-                continue
-            for sub in sorted((k for k in self.known if k.startswith(path + "/")), reverse=True):
-                self._emit("deleted", sub, None, self.known.pop(sub)[0])
-            if path in self.known:
-                self._emit("deleted", path, None, self.known.pop(path)[0])
-
-    def _ensure_parents(self, path: str) -> None:
-        parts = path.split("/")
-        for i in range(2, len(parts)):
-            parent = "/".join(parts[:i])
-            if parent in self.dirs or not parent:
-                continue
-            if parent not in self.known:
-                st = self._stat(parent)
-                if st is not None:
-                    self._seen(parent, st)
-
-    def _seen(self, path: str, st: os.stat_result) -> None:
-        is_dir = stat.S_ISDIR(st.st_mode)
-        size = 0 if is_dir else st.st_size
-        prev = self.known.get(path)
-        prev_mtime = self._mtimes.get(path)
-        self.known[path] = (is_dir, size)
-        self._mtimes[path] = st.st_mtime_ns
-        if prev is None:
-            self._emit("added", path, size, is_dir)
-        elif not is_dir and (prev[1] != size or prev_mtime != st.st_mtime_ns):
-            self._emit("modified", path, size, is_dir)
-
-    def _scan(self, inside: str, *, emit: bool) -> None:
-        top = self.prefix + inside
-        try:
-            walker = os.walk(top)
-            for root, dirs, files in walker:
-                for name in dirs + files:
-                    p = self._inside(os.path.join(root, name))
-                    if p in self.known:
-                        continue
-                    st = self._stat(p)
-                    if st is None:
-                        continue
-                    is_dir = stat.S_ISDIR(st.st_mode)
-                    self.known[p] = (is_dir, 0 if is_dir else st.st_size)
-                    self._mtimes[p] = st.st_mtime_ns
-                    if emit:
-                        self._emit("added", p, 0 if is_dir else st.st_size, is_dir)
-        except OSError:
-            pass
-
-    def _emit(self, change: str, path: str, size: int | None, is_dir: bool) -> None:
-        self.sb.emit(ev.FileChanged(self.sb.id, self.sb.now(), change=change, path=path,
-                                    size=size, is_dir=is_dir))
-
-    def _manifest(self) -> None:
-        fd = self._ws_fd
-        if fd is None:
-            return
-        self._ws_fd = None
-        entries: list[tuple[str, int, str]] = []
-        try:
-            for root, dirs, files, rootfd in os.fwalk(".", dir_fd=fd):
-                for name in sorted(dirs + files):
-                    try:
-                        st = os.lstat(name, dir_fd=rootfd)
-                    except OSError:
-                        continue
-                    rel = os.path.normpath(os.path.join(root, name))
-                    entries.append((f"{self.workspace}/{rel}", 0 if stat.S_ISDIR(st.st_mode)
-                                    else st.st_size, stat.filemode(st.st_mode)))
-                    if len(entries) >= MAX_MANIFEST:
-                        break
-                if len(entries) >= MAX_MANIFEST:
-                    break
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-        entries.sort()
-        self.sb.emit(ev.WorkspaceManifest(self.sb.id, self.sb.now(), entries=tuple(entries)))
+    def close(self) -> None:
+        """Stop the helper and release everything; idempotent."""
+        self._done = True
+        if self._out is not None:
+            if self._reading:
+                self.sb._loop.remove_reader(self._out)
+                self._reading = False
+            os.close(self._out)
+            self._out = None
+        if self._cmd is not None:
+            self._cmd.close()  # EOF: the helper ends
+            self._cmd = None
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            try:
+                proc.wait(timeout=2.0)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
