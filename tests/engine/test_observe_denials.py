@@ -43,7 +43,17 @@ def _command() -> list[str]:
     return ["python3", "-c", ob.script("denied_calls.py"), json.dumps(numbers)]
 
 
+_RUNS: dict[tuple[str, tuple[str, ...]], tuple] = {}  # (mode, options) -> run, shared
+
+
 def _run(flue, *extra: str):
+    key = (flue.mode, extra)
+    if key not in _RUNS:
+        _RUNS[key] = _run_now(flue, *extra)
+    return _RUNS[key]
+
+
+def _run_now(flue, *extra: str):
     profile = flue.write_profile(PROFILE)
     path = ob.events_path(flue)
     r = flue.run(_command(), "--events", str(path), *extra, profile=profile)

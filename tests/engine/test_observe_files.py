@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import os
+import subprocess
 import textwrap
 
 import pytest
@@ -58,12 +59,17 @@ REMAINS = {  # path -> size, in the workspace at exit
 }
 
 
+_RUNS: dict[str, list[ev.Event]] = {}  # mode -> the events of its run (shared by 3 tests)
+
+
 @pytest.fixture
 def run_events(flue):
-    path = ob.events_path(flue)
-    r = flue.run(["python3", "-c", SCRIPT], "--events", str(path))
-    assert r.returncode == 0 and "ok" in r.stdout, r
-    return ob.read_events(path)
+    if flue.mode not in _RUNS:
+        path = ob.events_path(flue)
+        r = flue.run(["python3", "-c", SCRIPT], "--events", str(path))
+        assert r.returncode == 0 and "ok" in r.stdout, r
+        _RUNS[flue.mode] = ob.read_events(path)
+    return _RUNS[flue.mode]
 
 
 def test_each_change_appears_once_with_the_right_kind(run_events):
@@ -156,3 +162,62 @@ def test_a_bound_workspace_s_existing_files_are_not_news_but_their_changes_are(f
     assert [(p, s) for p, s, _m in manifest.entries] == [
         ("/work/a.txt", 7), ("/work/c.txt", 4), ("/work/keep.txt", 2)]
     assert sorted(os.listdir(ws)) == ["a.txt", "c.txt", "keep.txt"], "the host sees the same"
+
+
+DEEP = 1200  # deeper than Python's recursion limit: os.fwalk/os.walk raise RecursionError
+DEEP_SCRIPT = textwrap.dedent(f"""
+    import os
+    fd = os.open("/work", os.O_RDONLY | os.O_DIRECTORY)
+    for i in range({DEEP}):
+        os.mkdir("d", dir_fd=fd)
+        nfd = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+    os.close(os.open("bottom.txt", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
+    open("/work/top.txt", "w").write("top\\n")
+    print("made", flush=True)
+""")
+
+
+@pytest.mark.parametrize("where", ["made-inside", "bound-before"])
+def test_a_very_deep_tree_gives_a_manifest_cut_at_its_depth_bound(flue, where):
+    from engine.sources.files import MAX_DEPTH
+
+    args: list[str] = []
+    if where == "bound-before":  # already there when the watches and the first scan start
+        uid = int(os.environ.get("FLUE_TEST_UID", "4242"))
+        ws = flue.tmpdir("ws", owner=uid)
+        fd = os.open(ws, os.O_RDONLY | os.O_DIRECTORY)
+        for _ in range(DEEP):
+            os.mkdir("d", dir_fd=fd)
+            os.chown("d", uid, uid, dir_fd=fd)
+            nfd = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        os.close(fd)
+        args = ["--workspace", str(ws)]
+        command = ["sh", "-c", "echo hi > /work/top.txt; echo made"]
+    else:
+        command = ["python3", "-c", DEEP_SCRIPT]
+    path = ob.events_path(flue)
+    try:
+        r = flue.run(command, "--events", str(path), *args)
+    finally:
+        if args:  # shutil.rmtree (the session's clean-up) recurses: rm(1) does not
+            subprocess.run(["rm", "-rf", args[1]], check=False, timeout=60)
+    assert r.returncode == 0 and "made" in r.stdout, r
+    assert "RecursionError" not in r.stderr, r
+    events = ob.read_events(path)
+    manifest = ob.one(events, ev.WorkspaceManifest)
+    assert manifest.truncated == "depth", manifest.truncated
+    assert manifest.max_depth == MAX_DEPTH
+    paths = [p for p, _s, _m in manifest.entries]
+    assert "/work/top.txt" in paths
+    deepest = max(p.count("/") - 1 for p in paths)  # "/work/d" is depth 1
+    assert deepest == MAX_DEPTH, deepest
+    assert ob.of(events, ev.Exited)
+
+
+def test_a_complete_manifest_says_it_is_not_cut(run_events):
+    manifest = ob.one(run_events, ev.WorkspaceManifest)
+    assert manifest.truncated == ""

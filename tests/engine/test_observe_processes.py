@@ -45,7 +45,16 @@ PY = textwrap.dedent(f"""
 SH = 'python3 -c "$1"; (exit 3); echo "subshell=$?"; echo "sh=$$"'
 
 
+_RUNS: dict[str, tuple] = {}  # mode -> its run's (info, sh pid, events), shared by 2 tests
+
+
 def _run(flue):
+    if flue.mode not in _RUNS:
+        _RUNS[flue.mode] = _run_now(flue)
+    return _RUNS[flue.mode]
+
+
+def _run_now(flue):
     path = ob.events_path(flue)
     r = flue.run(["sh", "-c", SH, "sh", PY], "--events", str(path), "--sample-interval", "0.05")
     assert r.returncode == 0, r
