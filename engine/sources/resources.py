@@ -1,5 +1,7 @@
 """Resource samples: the sandbox's cgroup every ``interval`` seconds (4 Hz by default), or the
-process tree via psutil when no cgroup is available (marked ``source="psutil"``).
+process tree via psutil when no cgroup is available (marked ``source="psutil"``: CPU time of
+the whole tree, resident memory of the program's processes -- not of flue's PID 1 -- and
+the number of processes).
 
 Counters that jump (an OOM kill, a fork refused by pids.max, the memory limit reached) also
 produce a ``LimitHit`` event the moment they are seen.
@@ -104,7 +106,12 @@ class ResourceSampler:
             try:
                 t = p.cpu_times()
                 cpu_ns += int((t.user + t.system + t.children_user + t.children_system) * 1e9)
-                rss += p.memory_info().rss
+                if p.pid != pid:
+                    # not PID 1's: a fork of the supervisor, its resident pages are mostly
+                    # the supervisor's, shared copy-on-write (15 MB of Python beside a
+                    # `sleep`); what is its own (USS) cannot be read unprivileged, as it is
+                    # not dumpable. The program's processes are what this measures.
+                    rss += p.memory_info().rss
             except psutil.Error:
                 continue
         self._psutil_procs = seen
