@@ -170,3 +170,17 @@ def test_without_a_cgroup_samples_come_from_the_process_tree(flue):
         # what a cgroup alone knows is absent, not made up
         assert s.cpu_nr_throttled is None and s.oom_kills is None, s
     _about_one_cpu(b)
+
+
+@pytest.mark.parametrize("flue", ["user"], indirect=True)
+def test_without_a_cgroup_memory_is_the_sandbox_s_own_not_flue_s(flue):
+    """PID 1 is a fork of the supervisor: its resident Python pages are the supervisor's,
+    shared copy-on-write; a `sleep` must not look like a 20 MB program."""
+    path = ob.events_path(flue)
+    r = flue.run(["sleep", "0.6"], "--events", str(path), "--sample-interval", "0.1",
+                 delegate=False)
+    assert r.returncode == 0, r
+    samples = _samples(ob.read_events(path))
+    assert {s.source for s in samples} == {"psutil"}
+    mem = [s.memory_current for s in samples if s.memory_current]
+    assert mem and max(mem) < 12 << 20, [m >> 10 for m in mem]
