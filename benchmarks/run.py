@@ -1291,13 +1291,35 @@ def latency_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def sample_rss(pid: int, stop: Any, out: list[tuple[float, int]], interval: float = 0.25
-               ) -> None:
+def proc_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of one process (its threads included), from /proc/PID/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_share(samples: Sequence[tuple[float, float]], t0: float, t1: float) -> float | None:
+    """CPU seconds per wall second of a process over [t0, t1], from (time, cpu s) samples."""
+    inside = [(t, c) for t, c in samples if t0 <= t <= t1]
+    if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+        return None
+    return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+
+
+def sample_rss(pid: int, stop: Any, out: list[tuple[float, int]], interval: float = 0.25,
+               cpu: list[tuple[float, float]] | None = None) -> None:
     while not stop.is_set():
         v = read_kib(f"/proc/{pid}/status", "VmRSS")
+        c = proc_cpu_seconds(pid)
         if v is None:
             return
-        out.append((time.monotonic(), v))
+        now = time.monotonic()
+        out.append((now, v))
+        if cpu is not None and c is not None:
+            cpu.append((now, c))
         stop.wait(interval)
 
 
@@ -1360,8 +1382,11 @@ def run_tui(cfg: Config) -> dict[str, Any]:
         pid = t.pane_pid()
         header_at = time.monotonic()
         rss: list[tuple[float, int]] = []
+        cpu: list[tuple[float, float]] = []
+        load: list[float] = []
         stop = threading.Event()
-        sampler = threading.Thread(target=sample_rss, args=(pid, stop, rss), daemon=True)
+        sampler = threading.Thread(target=sample_rss, args=(pid, stop, rss, 0.25, cpu),
+                                   daemon=True)
         sampler.start()
         stack.callback(stop.set)
         rows: list[dict[str, Any]] = []
@@ -1380,7 +1405,9 @@ def run_tui(cfg: Config) -> dict[str, Any]:
         probes(header_at + delay - 1.0, "idle")
         flood_at = header_at + delay
         time.sleep(max(0.0, flood_at + 1.0 - time.monotonic()))  # 1 s into the flood
+        load.append(os.getloadavg()[0])
         probes(flood_at + secs - 1.5, "flood")
+        load.append(os.getloadavg()[0])
         screen = t.wait_for(lambda s: "exited" in s or "failed" in s, secs + 120,
                             "the end of the run")
         if OUTPUT_TITLE not in screen:  # the Output panel hidden by the last probe
@@ -1423,6 +1450,10 @@ def run_tui(cfg: Config) -> dict[str, Any]:
         "target_met": bool(overall.get("p95") is not None and overall["timeouts"] == 0
                            and overall["p95"] < TUI_TARGET_P95_MS),
         "rss_kib": rss_summary(rss, res["t0"], res["t1"]),
+        # the flue-tui process (UI and supervisor share it) in CPUs during the flood: on a
+        # loaded machine it gets what the scheduler leaves, which bounds everything else
+        "tui_cpu_share": cpu_share(cpu, res["t0"], res["t1"]),
+        "loadavg_flood_start_end": load,
         "rss_series": [(round(t - res["t0"], 2), v) for t, v in rss],
         "presses": rows,
         "final_screen": screen,
@@ -1452,6 +1483,11 @@ def print_tui(r: dict[str, Any]) -> None:
                     f"{v['max']:9.1f}{v['timeouts']:9d}")
             else:
                 say(f"{label + ': ' + kind:26}{v['presses']:8d}{'':27}{v['timeouts']:9d}")
+    share = r.get("tui_cpu_share")
+    la = r.get("loadavg_flood_start_end") or []
+    say(f"flue-tui process CPU during the flood: "
+        f"{'n/a' if share is None else f'{share:.2f} CPUs'}; load average at the flood's "
+        f"start and end: {', '.join(f'{v:.1f}' for v in la) or 'n/a'}")
     m = r["rss_kib"]
     say(f"flue-tui RSS KiB: start {m['start_kib']}, peak {m['peak_kib']}, end {m['end_kib']}, "
         f"after exit {m['after_exit_kib']}; late-half growth {m['late_growth_kib']} KiB: "

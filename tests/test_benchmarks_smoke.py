@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -259,6 +260,15 @@ def test_tui_rss_summary_start_peak_end_and_growth() -> None:
         bench.rss_summary([], 0.0, 1.0)
     with pytest.raises(bench.BenchError):
         bench.rss_summary([(5.0, 1)], 0.0, 1.0)
+
+
+def test_tui_cpu_share() -> None:
+    samples = [(0.0, 1.0), (1.0, 1.2), (2.0, 1.9), (3.0, 2.5), (9.0, 9.0)]
+    assert bench.cpu_share(samples, 1.0, 3.0) == pytest.approx(0.65)
+    assert bench.cpu_share(samples, 5.0, 6.0) is None
+    me = bench.proc_cpu_seconds(os.getpid())
+    assert me is not None and me > 0
+    assert bench.proc_cpu_seconds(2 ** 22 + 7) is None
 
 
 def test_tui_rates_and_latency_summary() -> None:
