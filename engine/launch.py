@@ -417,14 +417,17 @@ def _scrub_args_and_env() -> None:
 
 def _init(plan: LaunchPlan, ctrl: int) -> None:
     _scrub_args_and_env()
+    # imported now: after pivot_root the code is out of sight, and before the uid change,
+    # since the interpreter's own files may be readable by the invoking user only (a Python
+    # under root's 0700 home)
+    if plan.net_mode == "allowlist":
+        from engine.network.inside import make_sockets
     try:
         os.setresgid(plan.gid, plan.gid, plan.gid)
         os.setresuid(plan.uid, plan.uid, plan.uid)
         libc.set_pdeathsig(signal.SIGKILL)  # after the uid change, which clears it
     except OSError as err:
         raise _Stage("setuid", err) from err
-    if plan.net_mode == "allowlist":  # imported now: after pivot_root the code is out of sight
-        from engine.network.inside import make_sockets
     try:
         libc.unshare(libc.CLONE_NEWNS)
         libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
