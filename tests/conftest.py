@@ -350,7 +350,7 @@ class Session:
             h.mkdir(mode=0o700)
             os.chown(h, uid, uid)
             self.homes[mode] = h
-        self.py = system_python()
+        self.py = system_python(SANDBOX_UID, SANDBOX_GID)
         self.runtime = make_runtime(base / "runtime")
         self.dropprivs = self.runtime / "dropprivs.py"
         shutil.copy2(HERE / "helpers" / "dropprivs.py", self.dropprivs)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.metadata as md
 import os
 import shutil
+import subprocess
 import sys
 import sysconfig
 from pathlib import Path
@@ -100,11 +101,28 @@ def make_runtime(dest: Path, tui: bool = False) -> Path:
     return dest
 
 
-def system_python() -> str:
-    """An interpreter every uid can run: the distribution's python3 of the same minor
-    version as the one running the tests (compiled dependencies must match its ABI)."""
-    want = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    for cand in (f"/usr/bin/{want}", "/usr/bin/python3", "/usr/local/bin/python3"):
-        if os.access(cand, os.X_OK):
+def system_python(uid: int | None = None, gid: int | None = None) -> str:
+    """An interpreter ``uid`` can run, of the same minor version as the one running the
+    tests (compiled dependencies must match its ABI): this one, when its files are readable
+    by others (a system or /opt install), else the distribution's python3.X."""
+    want = f"{sys.version_info.major}.{sys.version_info.minor}"
+    name = f"python{want}"
+    candidates = [os.path.realpath(sys.executable), os.path.realpath(sys._base_executable),
+                  f"/usr/bin/{name}", f"/usr/local/bin/{name}", "/usr/bin/python3"]
+    for cand in dict.fromkeys(candidates):
+        if not os.access(cand, os.X_OK):
+            continue
+        if uid is None:
             return cand
-    raise FileNotFoundError("no system python3 readable by other users")
+        try:
+            probe = subprocess.run(
+                [cand, "-I", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                capture_output=True, text=True, timeout=30, check=False, user=uid, group=gid,
+                extra_groups=[], cwd="/", env={"PATH": "/usr/bin:/bin"})
+        except OSError:  # not executable by uid (a path it cannot search)
+            continue
+        if probe.returncode == 0 and probe.stdout.strip() == want:
+            return cand
+    raise FileNotFoundError(
+        f"no python {want} that uid {uid} can run (the tests' interpreter is not readable by "
+        f"other users; install the distribution's {name})")
