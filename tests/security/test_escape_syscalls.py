@@ -4,6 +4,7 @@ unshare and clone flags, ptrace, and the privileges the main process is left wit
 from __future__ import annotations
 
 import json
+import os
 import platform
 import signal
 import subprocess
@@ -124,39 +125,43 @@ STATUS = textwrap.dedent("""
     st = dict(line.split(":", 1) for line in open("/proc/self/status"))
     st = {k: v.strip() for k, v in st.items()}
     try:
-        os.open("/dev/tty", os.O_RDWR)
-        tty = "opened"
+        fd = os.open("/dev/tty", os.O_RDWR)
+        tty = os.fstat(fd).st_rdev  # the controlling terminal's device
     except OSError as e:
-        tty = e.errno
-    try:
-        pgrp = os.tcgetpgrp(0)
-    except OSError as e:
-        pgrp = -e.errno
+        tty = -e.errno
     print(json.dumps({
         "caps": {k: st[k] for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")},
         "nnp": st["NoNewPrivs"], "seccomp": st["Seccomp"],
         "sid": os.getsid(0), "pid": os.getpid(), "pgid": os.getpgid(0), "tty": tty,
-        "tcpgrp": pgrp, "isatty": os.isatty(0),
+        "isatty": os.isatty(0),
     }))
 """)
 
 
 def test_every_capability_dropped_no_new_privs_new_session(flue):
+    r = flue.run(["python3", "-c", STATUS])
+    assert r.returncode == 0, r
+    got = json.loads(r.stdout)
+    assert set(got["caps"].values()) == {"0000000000000000"}, got["caps"]
+    assert got["nnp"] == "1" and got["seccomp"] == "2", got
+    # the main process leads a session of its own, without a controlling terminal
+    assert got["sid"] == got["pid"] == got["pgid"], got
+    assert got["tty"] == -6, got  # ENXIO: no controlling terminal
+
+
+def test_the_callers_terminal_is_never_the_sandboxs_controlling_terminal(flue):
     pty = open_pty()
     try:
+        caller_tty = os.fstat(pty.slave).st_rdev
         r = flue.run(["python3", "-c", STATUS], stdin=pty.slave)
     finally:
         pty.close()
     assert r.returncode == 0, r
     got = json.loads(r.stdout)
-    assert set(got["caps"].values()) == {"0000000000000000"}, got["caps"]
-    assert got["nnp"] == "1" and got["seccomp"] == "2", got
-    # the main process leads a session of its own, without a controlling terminal even
-    # though its stdin is the caller's terminal
     assert got["sid"] == got["pid"] == got["pgid"], got
     assert got["isatty"] is True
-    assert got["tty"] == 6, got  # ENXIO: no controlling terminal
-    assert got["tcpgrp"] < 0, got
+    # none at all, or a terminal of the sandbox's own -- never the caller's
+    assert got["tty"] == -6 or got["tty"] != caller_tty, (got, caller_tty)
 
 
 def test_setuid_binaries_give_nothing(flue):
