@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
-
 from helpers import cgroups as hcg
 from helpers.runtime import make_runtime
 
