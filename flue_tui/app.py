@@ -463,7 +463,11 @@ class FlueApp(App[int]):
                 key = keymap.get(b.id or "", b.key) if b.id else b.key
                 shown = ", ".join(self.get_key_display(Binding(k.strip(), ""))
                                   for k in key.split(","))
-                out.append((shown, b.tooltip or b.description, b.id or ""))
+                what = b.tooltip or b.description
+                if not b.tooltip and b.action.startswith("toggle_panel"):
+                    what = f"show or hide the {b.description} panel"
+                out.append((shown, what, b.id or ""))
+
             return out
 
         return [
@@ -475,10 +479,17 @@ class FlueApp(App[int]):
             ("History", rows(HistoryScreen.BINDINGS)),
         ]
 
+    async def action_quit(self) -> None:
+        """Textual's own quit (ctrl+q, the palette's "Quit") asks the same question as q."""
+        self.action_quit_app()
+
     def action_quit_app(self) -> None:
         from flue_tui.screens.modals import ConfirmModal
 
+        if getattr(self.screen, "quit_question", False):
+            return  # asked already
         reasons = []
+
         if self.bridge.running:
             reasons.append("a sandbox is still running (it will be killed)")
         if self.draft is not None and self.draft.dirty:
@@ -492,7 +503,10 @@ class FlueApp(App[int]):
                 self.bridge.kill()
                 self.exit(0)
 
-        self.push_screen(ConfirmModal("Quit? " + "; ".join(reasons) + ".", yes="Quit"), answer)
+        modal = ConfirmModal("Quit? " + "; ".join(reasons) + ".", yes="Quit")
+        modal.quit_question = True
+        self.push_screen(modal, answer)
+
 
     # --- the command palette -------------------------------------------------------------------
 

@@ -47,6 +47,8 @@ class ErrorModal(ModalScreen[None]):
 
 
 class ConfirmModal(ModalScreen[bool]):
+    quit_question = False  # the app's "Quit?": a second ctrl+q does not stack another
+
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,n", "answer(False)", "No", id="confirm.no"),
                 Binding("y", "answer(True)", "Yes", id="confirm.yes")]
 
@@ -156,18 +158,30 @@ class HelpScreen(ModalScreen[None]):
         self.sections = sections
 
     def compose(self) -> ComposeResult:
-        text = Text()
-        for title, rows in self.sections:
-            text.append(f"{title}\n", "bold underline")
-            for key, what, bid in rows:
-                text.append(f"  {key:<14}", "bold")
-                text.append(f"{what:<42}")
-                text.append(f"{bid}\n", "dim")
-            text.append("\n")
-        text.append("Remap any key by its id in $XDG_CONFIG_HOME/flue/tui.toml, e.g.\n", "dim")
-        text.append('  [keymap]\n  "monitor.allow" = "A"\n', "dim")
-        with Vertical(classes="dialog dialog--wide"):
+        with Vertical(classes="dialog dialog--wide", id="help-dialog"):
             yield Label(Text("flue-tui keys", "bold"), classes="dialog-title")
             with VerticalScroll(classes="dialog-scroll"):
-                yield Static(text)
+                yield Static(help_table(self.sections))
             yield Static(Text("esc closes · ctrl+p: every command by name", "dim"))
+
+
+def help_table(sections: list[tuple[str, list[tuple[str, str, str]]]]) -> Any:
+    """Three columns (key, what it does, binding id): a long description wraps inside its
+    column and never runs into the id, at any width."""
+    from rich.console import Group
+    from rich.table import Table
+
+    parts: list[Any] = []
+    for title, rows in sections:
+        table = Table.grid(padding=(0, 2), expand=True)
+        table.add_column(no_wrap=True, style="bold", width=12)  # "question_mark, f1" → "?, f1"
+        table.add_column(ratio=1)
+        table.add_column(no_wrap=True, style="dim")
+        for key, what, bid in rows:
+            table.add_row(Text(plain(key, 30)), Text(plain(what[:1].upper() + what[1:], 200)),
+                          Text(bid))
+        parts += [Text(title, "bold underline"), table, Text("")]
+    parts.append(Text("Remap any key by its id in $XDG_CONFIG_HOME/flue/tui.toml, e.g.\n"
+                      '  [keymap]\n  "monitor.allow" = "A"', "dim"))
+    return Group(*parts)
+

@@ -3,18 +3,16 @@
 In tmux: `flue-tui -- sleep 1000`, press ctrl+q -> the app exits at once (exit 0), no question;
 ctrl+c even shows Textual's toast "Do you want to quit? Press ctrl+q to quit the app". The command
 palette's "Quit -- Quit the application as soon as possible" does the same with unsaved edits.
-`q` asks (app.quit -> action_quit_app); App.action_quit does not.
+`q` asked (app.quit -> action_quit_app); App.action_quit did not. FlueApp.action_quit now asks
+the same question.
 """
 
 from __future__ import annotations
-
-import pytest
 
 from flue_tui.app import make_app
 from flue_tui.screens.modals import ConfirmModal
 
 
-@pytest.mark.xfail(strict=True, reason="ctrl+q quits with unsaved edits without asking")
 async def test_ctrl_q_asks_when_edits_are_unsaved() -> None:
     app = make_app(None, remember=False, blink=False)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -28,7 +26,6 @@ async def test_ctrl_q_asks_when_edits_are_unsaved() -> None:
         assert app.is_running and isinstance(app.screen, ConfirmModal)
 
 
-@pytest.mark.xfail(strict=True, reason="the palette's Quit (App.action_quit) skips the question")
 async def test_palette_quit_asks_when_edits_are_unsaved() -> None:
     app = make_app(None, remember=False, blink=False)
     async with app.run_test(size=(120, 40)) as pilot:
