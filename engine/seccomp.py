@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import errno as _errno
 import hashlib
+import hmac
 import io
 import json
 import os
 import socket
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from engine import cachedir
 from engine.errors import LaunchError
 from engine.profile.model import SeccompPolicy
 
@@ -102,6 +103,7 @@ def _seccomp() -> Any:
 
 
 _NATIVE: dict[str, int] | None = None
+CACHE_KIND = "bpf"  # $XDG_CACHE_HOME/flue/bpf: programs and the syscall table
 
 
 def native_syscalls() -> dict[str, int]:
@@ -114,22 +116,19 @@ def native_syscalls() -> dict[str, int]:
 
     lib = "libseccomp.so.2"
     key = hashlib.sha256(f"{lib}:{platform.machine()}".encode()).hexdigest()[:16]
-    path = _cache_dir() / f"syscalls-{key}.json"
-    try:
-        table = json.loads(path.read_text())
-        if isinstance(table, dict) and len(table) > 100:
-            _NATIVE = {str(k): int(v) for k, v in table.items()}
-            return _NATIVE
-    except (OSError, ValueError):
-        pass
+    name = f"syscalls-{key}.json"
+    raw = cachedir.load(CACHE_KIND, name)
+    if raw is not None:
+        try:
+            table = json.loads(raw)
+            if isinstance(table, dict) and len(table) > 100 and all(
+                    isinstance(v, int) and not isinstance(v, bool) for v in table.values()):
+                _NATIVE = {str(k): int(v) for k, v in table.items()}
+                return _NATIVE
+        except ValueError:
+            pass
     _NATIVE = _resolve_native()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(_NATIVE))
-        os.replace(tmp, path)
-    except OSError:
-        pass
+    cachedir.store(CACHE_KIND, name, json.dumps(_NATIVE).encode())
     return _NATIVE
 
 
@@ -157,11 +156,6 @@ def _family_numbers(names: tuple[str, ...]) -> set[int]:
             raise LaunchError(f"unknown socket family {n}", fix="use names like AF_UNIX, AF_INET")
         out.add(int(val))
     return out
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "flue" / "bpf"
 
 
 def _cache_key(policy: SeccompPolicy, notify: bool, arch: str,
@@ -194,24 +188,44 @@ def compile_filter(policy: SeccompPolicy, *, notify: bool, use_cache: bool = Tru
     known = native_syscalls()
     table = _verdicts(policy, known, notify, trace if notify else ())
     key = _cache_key(policy, notify, arch, trace if notify else ())
-    cache = _cache_dir() / f"{key}.bpf"
+    # the compiled program is kept with a digest of itself and of what it was compiled from
+    # (the key, and the verdict table the policy gives on this kernel's syscall numbers): a
+    # program that does not belong to exactly this policy is compiled again
+    digest = _digest(key, table, policy)
     if use_cache:
-        try:
-            bpf = cache.read_bytes()
-            if bpf and len(bpf) % 8 == 0:
-                return CompiledFilter(bpf=bpf, notify=notify, arch=arch, table=table)
-        except OSError:
-            pass
+        cached = _cached_program(key, digest)
+        if cached is not None:
+            return CompiledFilter(bpf=cached, notify=notify, arch=arch, table=table)
     bpf = _build(policy, known, table, notify)
-    if use_cache:
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(bpf)
-            os.replace(tmp, cache)
-        except OSError:
-            pass  # a read-only HOME only costs the cache
+    if use_cache:  # a read-only or untrusted cache directory only costs the cache
+        cachedir.store(CACHE_KIND, f"{key}.bpf", bpf)
+        cachedir.store(CACHE_KIND, f"{key}.sha256",
+                       hashlib.sha256(digest + bpf).hexdigest().encode())
     return CompiledFilter(bpf=bpf, notify=notify, arch=arch, table=table)
+
+
+def _digest(key: str, table: dict[int, SyscallVerdict], policy: SeccompPolicy) -> bytes:
+    """What a cached program must have been compiled from, as bytes to hash with it."""
+    rows = sorted((nr, v.name, v.action, v.errno, v.filtered) for nr, v in table.items())
+    return json.dumps([key, sorted(policy.socket_families), rows]).encode()
+
+
+def _cached_program(key: str, digest: bytes) -> bytes | None:
+    """The cached program for ``key`` if the cache is trusted (engine.cachedir) and its
+    stored SHA-256 is that of ``digest`` and the program; else None (compile again)."""
+    fd = cachedir.open_dir(CACHE_KIND)
+    if fd is None:
+        return None
+    try:
+        bpf = cachedir.read(fd, f"{key}.bpf")
+        stored = cachedir.read(fd, f"{key}.sha256")
+    finally:
+        os.close(fd)
+    if not bpf or len(bpf) % 8 or stored is None:
+        return None
+    if not hmac.compare_digest(stored.strip(), hashlib.sha256(digest + bpf).hexdigest().encode()):
+        return None
+    return bpf
 
 
 def _verdicts(policy: SeccompPolicy, known: dict[str, int], notify: bool,

@@ -176,7 +176,10 @@ def test_a_profile_cache_written_by_someone_else_is_not_used(flue, tmp_path: Pat
     files = _cache_files(flue, "profiles")
     assert files, "no profile was cached"
     for f in files:
-        doc = json.loads(f.read_bytes())
+        try:
+            doc = json.loads(f.read_bytes())
+        except ValueError:
+            continue  # left by another test (a pickle): a miss anyway
         doc["profile"]["seccomp"]["allow_namespaces"] = True
         doc["profile"]["seccomp"]["allow"] = sorted({*doc["profile"]["seccomp"]["allow"],
                                                      "unshare", "mount"})
@@ -210,3 +213,99 @@ def test_a_rw_bind_of_the_cache_is_refused_and_a_pickle_there_runs_nothing(flue)
     again = flue.run(["true"])
     assert again.returncode == 0, again
     assert not marker.exists(), "a pickle in the profile cache ran in the next flue run"
+
+
+# --------------------------------------------------------------------------- compiled filters
+
+ALLOW_ALL_BPF = bytes.fromhex("0600000000007fff")  # BPF_RET|BPF_K SECCOMP_RET_ALLOW
+
+
+def _compile(monkeypatch: pytest.MonkeyPatch, profile: str = "default",
+             expect_build: bool = True) -> bytes:
+    from engine import seccomp
+
+    built = []
+    real = seccomp._build
+
+    def build(*args, **kw):  # type: ignore[no-untyped-def]
+        built.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(seccomp, "_build", build)
+    f = seccomp.compile_filter(load_profile(profile).seccomp, notify=True)
+    assert bool(built) == expect_build, "compiled" if built else "taken from the cache"
+    return f.bpf
+
+
+def _entries(cache: Path, suffix: str) -> list[Path]:
+    return sorted((cache / "bpf").glob(f"*{suffix}"))
+
+
+def test_a_compiled_filter_is_cached_with_its_digest_and_used(cache: Path, monkeypatch) -> None:
+    first = _compile(monkeypatch)
+    (bpf,) = _entries(cache, ".bpf")
+    (sha,) = _entries(cache, ".sha256")
+    assert sha.stem == bpf.stem
+    for f in (bpf, sha):
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600
+    assert _compile(monkeypatch, expect_build=False) == first
+
+
+@pytest.mark.parametrize("how", ["allow-all", "no-digest", "other-policy", "group-writable"])
+def test_a_tampered_compiled_filter_is_compiled_again(cache: Path, monkeypatch, how: str) -> None:
+    import hashlib
+
+    first = _compile(monkeypatch)
+    (bpf,) = _entries(cache, ".bpf")
+    sha = bpf.with_suffix(".sha256")
+    if how == "allow-all":  # the program replaced, the digest left alone
+        bpf.write_bytes(ALLOW_ALL_BPF)
+    elif how == "no-digest":
+        sha.unlink()
+    elif how == "other-policy":
+        # a genuine entry of a more permissive profile, renamed to this policy's key
+        _compile(monkeypatch, "permissive")
+        other = next(p for p in _entries(cache, ".bpf") if p != bpf)
+        os.replace(other, bpf)
+        os.replace(other.with_suffix(".sha256"), sha)
+    else:  # a digest that matches, in a file anyone in the group could have written
+        bpf.write_bytes(ALLOW_ALL_BPF)
+        sha.write_text(hashlib.sha256(b"whatever" + ALLOW_ALL_BPF).hexdigest())
+        os.chmod(bpf, 0o660)
+    again = _compile(monkeypatch, expect_build=True)
+    assert again == first
+
+
+def test_a_tampered_syscall_table_is_not_used(cache: Path, monkeypatch) -> None:
+    from engine import seccomp
+
+    monkeypatch.setattr(seccomp, "_NATIVE", None)
+    real = seccomp.native_syscalls()
+    (table,) = (cache / "bpf").glob("syscalls-*.json")
+    swapped = dict(real, mount=real["getpid"], getpid=real["mount"])
+    table.write_text(json.dumps(swapped))
+    os.chmod(table, 0o666)
+    monkeypatch.setattr(seccomp, "_NATIVE", None)
+    assert seccomp.native_syscalls() == real
+
+
+@pytest.mark.sandbox
+def test_a_filter_cache_written_by_someone_else_is_not_used(flue) -> None:
+    """An allow-everything program with a digest that matches it, in the cache but written by
+    someone else (root, for the unprivileged user) or group-writable: not used."""
+    import hashlib
+
+    first = flue.run(["true"])
+    assert first.returncode == 0, first
+    programs = [p for p in _cache_files(flue, "bpf") if p.suffix == ".bpf"]
+    assert programs, "no filter was cached"
+    for p in programs:
+        p.write_bytes(ALLOW_ALL_BPF)
+        p.with_suffix(".sha256").write_text(hashlib.sha256(b"x" + ALLOW_ALL_BPF).hexdigest())
+        for f in (p, p.with_suffix(".sha256")):
+            if flue.mode == "user":
+                os.chown(f, 0, 0)
+            else:
+                os.chmod(f, 0o664)
+    r = flue.run(UNSHARE)
+    assert r.returncode != 0, f"a filter in the cache that is not ours was loaded\n{r}"
