@@ -13,7 +13,13 @@ Actions, in the filter:
 
 Argument filters: namespace flags on clone/unshare, socket address families, the terminal
 injection ioctls TIOCSTI/TIOCLINUX compared on the low 32 bits of the request (the kernel
-ignores the high bits, so they cannot dodge the rule), and personality values.
+ignores the high bits, so they cannot dodge the rule), personality values, and set-id
+mode bits: chmod, fchmod, fchmodat, fchmodat2, creat, mknod, mknodat with S_ISUID or
+S_ISGID in the mode, and open/openat creating a file (O_CREAT, O_TMPFILE) with them, are
+refused like a denied syscall (EPERM by default), so a sandbox cannot leave a set-uid or
+set-gid program in a bound workspace. openat2 passes its mode in memory, out of the
+filter's reach: it answers ENOSYS (libc never needs it; callers fall back to openat)
+unless the profile sets ``allow_openat2``.
 """
 
 from __future__ import annotations
@@ -47,6 +53,15 @@ TIOCSTI = 0x5412
 TIOCLINUX = 0x541C
 # PER_LINUX, PER_LINUX32, UNAME26, UNAME26|PER_LINUX32, query
 PERSONALITY_ALLOWED = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)
+S_ISUID, S_ISGID = 0o4000, 0o2000
+O_CREAT, O_TMPFILE_BIT = 0o100, 0o20000000  # the same on x86_64 and aarch64
+# the syscalls that set a mode: name -> (index of the mode argument, of the open flags or
+# -1 when the call always sets the mode)
+SETID_MODE_ARGS = {
+    "chmod": (1, -1), "fchmod": (1, -1), "fchmodat": (2, -1), "fchmodat2": (2, -1),
+    "creat": (1, -1), "mknod": (1, -1), "mknodat": (2, -1),
+    "open": (2, 1), "openat": (3, 2),
+}
 # checked first: the calls every program makes most
 HOT_SYSCALLS = ("read", "write", "futex", "mmap", "munmap", "close", "openat", "newfstatat",
                 "fstat", "lseek", "brk", "rt_sigprocmask", "epoll_wait", "poll", "getdents64",
@@ -162,12 +177,13 @@ def _cache_key(policy: SeccompPolicy, notify: bool, arch: str,
                trace: tuple[str, ...] = ()) -> str:
     blob = json.dumps(
         {
-            "v": 3,
+            "v": 5,
             "allow": sorted(policy.allow),
             "kill": sorted(policy.kill),
             "errno": sorted(policy.errno),
             "default": policy.default_errno,
             "ns": policy.allow_namespaces,
+            "openat2": policy.allow_openat2,
             "fam": sorted(policy.socket_families),
             "notify": notify,
             "trace": sorted(trace),
@@ -251,6 +267,13 @@ def _verdicts(policy: SeccompPolicy, known: dict[str, int], notify: bool,
                 filt = "terminal ioctls"
             elif name == "personality":
                 filt = "personality"
+            elif name in SETID_MODE_ARGS:
+                filt = "set-id modes"
+            elif name == "openat2" and not policy.allow_openat2:
+                # its mode is in memory, out of the filter's reach: ENOSYS, and callers fall
+                # back to openat, whose mode is checked
+                table[nr] = SyscallVerdict(name, deny_action, _errno.ENOSYS, "set-id modes")
+                continue
             if name in trace and not filt:
                 table[nr] = SyscallVerdict(name, ACT_TRACE, err)
                 continue
@@ -307,6 +330,20 @@ def _build(policy: SeccompPolicy, known: dict[str, int], table: dict[int, Syscal
         elif v.filtered == "personality":
             for val in PERSONALITY_ALLOWED:
                 f.add_rule(sc.ALLOW, nr, A(0, sc.EQ, val))
+        elif v.filtered == "set-id modes":
+            # allowed: no set-id bit in the mode (or, for open, no file created); refused: a
+            # set-id bit in the mode of a call that sets it. The rules partition every value.
+            mode_arg, flags_arg = SETID_MODE_ARGS[v.name]
+            f.add_rule(sc.ALLOW, nr, A(mode_arg, sc.MASKED_EQ, S_ISUID | S_ISGID, 0))
+            if flags_arg < 0:
+                for bit in (S_ISUID, S_ISGID):
+                    f.add_rule(deny(v), nr, A(mode_arg, sc.MASKED_EQ, bit, bit))
+            else:
+                f.add_rule(sc.ALLOW, nr, A(flags_arg, sc.MASKED_EQ, O_CREAT | O_TMPFILE_BIT, 0))
+                for bit in (S_ISUID, S_ISGID):
+                    for create in (O_CREAT, O_TMPFILE_BIT):
+                        f.add_rule(deny(v), nr, A(mode_arg, sc.MASKED_EQ, bit, bit),
+                                   A(flags_arg, sc.MASKED_EQ, create, create))
     for name in HOT_SYSCALLS:
         hot = known.get(name)
         if hot is not None and hot in table:

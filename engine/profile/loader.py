@@ -443,6 +443,7 @@ _SCHEMA: dict[str, _Field | dict[str, _Field]] = {
         "default_errno": _Scalar(_errno_value),
         "errno": _Table(_syscall_entry, _errno_value),
         "allow_namespaces": _Scalar(_boolean),
+        "allow_openat2": _Scalar(_boolean),
         "socket_families": _List(_family),
     },
     "limits": {
@@ -812,6 +813,8 @@ def _build_seccomp(merged: _Merged, default: SeccompPolicy) -> SeccompPolicy:
         deny_spec=tuple(deny_items),
         allow_namespaces=merged.scalars["seccomp.allow_namespaces"].value
         if "seccomp.allow_namespaces" in merged.scalars else default.allow_namespaces,
+        allow_openat2=merged.scalars["seccomp.allow_openat2"].value
+        if "seccomp.allow_openat2" in merged.scalars else default.allow_openat2,
         socket_families=tuple(i.value for i in lists["seccomp.socket_families"].values())
         if "seccomp.socket_families" in lists else default.socket_families,
     )

@@ -131,10 +131,8 @@ def test_review_host_uid_out_of_range_is_refused_not_wrapped_to_root(flue):
     assert host != 0, f"--host-uid {1 << 32} made the sandbox host root\n{r}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the sandbox can chmod u+s/g+s its files in a bound workspace: the host then holds a "
-    "set-uid/set-gid program of the workspace's owner and group that any local user can run"))
 def test_review_no_setuid_files_planted_in_the_workspace(flue):
+    """Fixed: seccomp refuses set-id bits in modes (tests/security/test_setid_modes.py)."""
     ws = _writable_ws(flue)
     r = flue.run(["sh", "-c", "cp /bin/true /work/t && chmod 6755 /work/t; ls -l /work/t"],
                  "--workspace", str(ws))
