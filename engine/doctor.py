@@ -119,7 +119,7 @@ def seccomp_checks() -> list[Check]:
                          "denials are observable live (kernel >= 5.0)"))
     else:
         out.append(Check("seccomp user notification", "warn",
-                         "not supported: denials still get their errno but are not observable",
+                         libc.NO_USER_NOTIF_REASON,
                          fix="use Linux 5.0 or newer (5.9+ recommended)"))
     return out
 

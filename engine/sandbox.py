@@ -26,6 +26,7 @@ from engine.plan import LaunchPlan
 from engine.profile.model import Bind, Limits, Profile
 from engine.rootfs import plan_mounts
 from engine.seccomp import CompiledFilter, compile_filter
+from engine.terminal import TtyPlan
 
 NS_FLAGS = (libc.CLONE_NEWUSER | libc.CLONE_NEWPID | libc.CLONE_NEWNS | libc.CLONE_NEWNET
             | libc.CLONE_NEWIPC | libc.CLONE_NEWUTS | libc.CLONE_NEWCGROUP)
@@ -57,6 +58,10 @@ class Result:
     error: str = ""  # flue's own failure, rendered
     denials: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> count, errno
     network: dict[str, Any] = field(default_factory=dict)  # the mode; allowlist: what went out
+    # observed runs (learn, observe_paths): lookups that failed where the host has something
+    paths_missing: list[dict[str, Any]] = field(default_factory=list)
+    denied_args: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # decoded samples
+    observed: dict[str, Any] = field(default_factory=dict)  # learn mode: what the run used
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -141,6 +146,10 @@ class Sandbox:
         capture_output: bool = False,
         live: bool = True,
         hosts: Mapping[str, str] | None = None,
+        learn: bool = False,
+        observe_paths: bool = False,
+        ask: Any = None,
+        tty: TtyPlan | None = None,
     ) -> None:
         if not argv:
             raise LaunchError("no command given", fix="put the command after --")
@@ -162,6 +171,17 @@ class Sandbox:
         # the resolver hook: name (or "*.domain") -> address, used by the allowlist proxy
         # instead of the system resolver; wins over the profile's [network] hosts
         self.hosts = _check_hosts(hosts or {})
+        # learn: trace every allowed syscall outside a small core (engine.learn); observe_paths:
+        # resolve path lookups inside and report the ones missing here but on the host;
+        # ask: an engine.sources.ask.Ask, refused syscalls held for a decision
+        self.learn = learn
+        self.observe_paths = observe_paths or learn
+        self.ask = ask
+        self.observer: Any = None
+        # a pty of the sandbox's own for the fds of stdio that are terminals, relayed to the
+        # caller's (engine/terminal.py); None: stdio is passed as it is
+        self.tty = tty
+        self._relay: Any = None
         self.network: Any = None  # engine.network.service.NetworkService in allowlist mode
         self._out_fds: dict[int, tuple[str, Any]] = {}
         self._spawner = spawner
@@ -232,9 +252,17 @@ class Sandbox:
     def subscribe(self, cb: Callable[[ev.Event], None]) -> None:
         self._subscribers.append(cb)
 
-    async def events(self) -> AsyncIterator[ev.Event]:
-        """Every event in time order, ending after ``Exited``."""
+    def events(self) -> AsyncIterator[ev.Event]:
+        """Every event in time order, ending after ``Exited``. Call it before ``start()`` or
+        right after: events are kept for a consumer from the moment it is asked for."""
         self._events_used = True
+        return self._iter_events()
+
+    async def _iter_events(self) -> AsyncIterator[ev.Event]:
+        if self._queue is None:
+            import asyncio
+
+            self._queue = asyncio.Queue()
         while True:
             item = await self._queue.get()
             if item is None:
@@ -318,13 +346,14 @@ class Sandbox:
         allowlist = p.network.mode == "allowlist"
         if notify and not libc.seccomp_action_available(libc.SECCOMP_RET_USER_NOTIF):
             notify = False
-            self.degraded.append("seccomp user notification is not supported by this kernel: "
-                                 "denials get their errno but are not observable")
+            self.degraded.append(libc.NO_USER_NOTIF_REASON)
         from engine.seccomp import TRACE_PROCESS
+        from engine.sources.observe import traced_calls
 
-        self._filter = compile_filter(p.seccomp, notify=notify,
+        self._filter = compile_filter(p.seccomp, notify=notify, learn=self.learn,
                                       trace=(TRACE_PROCESS if notify and self.live else ())
-                                      + (("connect",) if notify and allowlist else ()))
+                                      + (("connect",) if notify and allowlist else ())
+                                      + traced_calls(self, notify))
         net = p.network.mode
         mounts = plan_mounts(p, workspace=self.workspace, extra_binds=self.binds, net_mode=net)
         env = build_env(p, self.extra_env)
@@ -358,6 +387,9 @@ class Sandbox:
             ns_flags=NS_FLAGS,
             net_capture_ports=capture,
             userns_limits=userns_limits(p.limits, p.seccomp.allow_namespaces),
+            tty_fds=self.tty.fds if self.tty else (),
+            tty_attrs=self.tty.attrs if self.tty else (),
+            tty_winsize=self.tty.winsize if self.tty else (0, 0),
         )
 
     def _isolation(self, plan: LaunchPlan) -> dict[str, Any]:
@@ -399,7 +431,8 @@ class Sandbox:
 
         loop = asyncio.get_running_loop()
         self._done = loop.create_future()
-        self._queue = asyncio.Queue()
+        if self._queue is None:
+            self._queue = asyncio.Queue()
         self._start(loop)
 
     def run_blocking(self) -> Result:
@@ -413,6 +446,7 @@ class Sandbox:
             self._start(loop)
             loop.run_until(lambda: self._finished)
         finally:
+            self.restore_terminal()
             loop.close()
         return self.result
 
@@ -433,6 +467,16 @@ class Sandbox:
             for fd, stream in ((out_r, "stdout"), (err_r, "stderr")):
                 os.set_blocking(fd, False)
                 self._out_fds[fd] = (stream, codecs.getincrementaldecoder("utf-8")("replace"))
+        elif self.tty is not None:
+            # the caller's terminal never goes in: PID 1 puts the sandbox's own pty there
+            from engine.terminal import TerminalRelay
+
+            devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            child_ends = [devnull]
+            on = self.tty.fds
+            stdio = (devnull if 0 in on else stdio[0], devnull if 1 in on else stdio[1],
+                     devnull if 2 in on else stdio[2])
+            self._relay = TerminalRelay(loop, self.tty)
         try:
             self._setup_cgroup()
             plan = self._plan()
@@ -478,6 +522,9 @@ class Sandbox:
         """Deliver ``sig`` to the sandbox's PID 1, which forwards it to the main process.
         A signal that comes before the main process runs is held and delivered then (SIGKILL
         goes at once when PID 1 exists), so nothing sent early is lost."""
+        if sig == _signal.SIGWINCH and self._relay is not None:
+            self._relay.resize()  # the kernel tells the sandbox's foreground job
+            return
         if self.main_pid_inside is None and not (sig == _signal.SIGKILL and self._pidfd):
             if not self._closing:
                 self._pending_signals.append(sig)
@@ -487,6 +534,12 @@ class Sandbox:
                 libc.pidfd_send_signal(self._pidfd, sig)
             except OSError:
                 pass
+
+    def restore_terminal(self) -> None:
+        """With a pty: relay its last output and give the caller's terminal its modes back.
+        Called at the end of every run; callers that may leave early call it too."""
+        if self._relay is not None:
+            self._relay.close()
 
     def kill(self) -> None:
         self.send_signal(_signal.SIGKILL)
@@ -562,6 +615,8 @@ class Sandbox:
         elif t == "net":
             self._start_network(msg, fds)
             fds = []
+        elif t == "pty" and fds and self._relay is not None:
+            self._relay.start(fds.pop(0))
         elif t == "listener" and fds:
             self._listener = fds[0]
             self._start_listener()
@@ -577,9 +632,12 @@ class Sandbox:
             if self._wants_events():
                 from engine import events as ev
 
-                self.emit(ev.Started(self.id, self.now(), argv=self.argv, profile=self.profile.name,
+                # stamped no later than what it reports first (the main process's exec)
+                ts = min([e.ts for e in self._early], default=self.now())
+                self.emit(ev.Started(self.id, ts, argv=self.argv, profile=self.profile.name,
                                      pid=self.init_pid or 0, isolation=self.result.isolation,
-                                     limits=self.result.limits, degraded=tuple(self.degraded)))
+                                     limits=self.result.limits, degraded=tuple(self.degraded),
+                                     profile_source=self.profile.source or ""))
             self._start_sources()
         elif t == "exec_error":
             self._exec_error = (int(msg["errno"]), int(msg["stage"]))
@@ -620,6 +678,9 @@ class Sandbox:
 
             self.processes = ProcessTracker(self, self.sample_interval)
             self._denials.tracker = self.processes
+        from engine.sources.observe import attach
+
+        attach(self, self._denials)
         self._denials.start()
 
     def _start_network(self, msg: dict[str, Any], fds: list[int]) -> None:
@@ -677,6 +738,7 @@ class Sandbox:
         if self._denials is not None:
             self._denials.stop()
         self._drain_output()
+        self.restore_terminal()  # the last of the pty's output, and the caller's modes back
         sample = None
         if self._cgroup is not None:
             try:
@@ -690,6 +752,9 @@ class Sandbox:
                                else {"mode": self.profile.network.mode})
         if self._denials is not None:
             self.result.denials = self._denials.summary()
+            self.result.denied_args = dict(self._denials.samples)
+        if self.observer is not None:
+            self.observer.finish(self.result)
         if self._ctrl is None:
             self._finish_last()
             return

@@ -64,6 +64,9 @@ SECCOMP_GET_ACTION_AVAIL = 2
 SECCOMP_GET_NOTIF_SIZES = 3
 SECCOMP_FILTER_FLAG_TSYNC = 1
 SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
+# Linux 5.19: once the supervisor has received a notification, only a fatal signal interrupts
+# the waiting syscall (else a SIGCHLD handler without SA_RESTART makes fork or open fail EINTR)
+SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV = 1 << 5
 SECCOMP_RET_USER_NOTIF = 0x7FC00000
 
 _MACHINE = platform.machine()
@@ -268,6 +271,11 @@ def seccomp_load_bpf(program: bytes, flags: int = 0) -> int:
                       ctypes.c_uint(flags), ctypes.byref(prog)),
         "seccomp",
     )
+
+
+# what flue doctor and a degraded sandbox both say when the kernel lacks user notification
+NO_USER_NOTIF_REASON = ("seccomp user notification is not supported by this kernel (Linux >= "
+                        "5.0): denials still get their errno but are not observable")
 
 
 def seccomp_action_available(action: int) -> bool:
