@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import ClassVar
 
@@ -40,6 +41,7 @@ class SaveModal(ModalScreen[object]):
             yield Static(note, classes="dialog-body")
             yield Label("Save as (profile name or path)", classes="form-label")
             yield Input(value=self._default_target(), id="save-target")
+            yield Static(id="save-warning")
             yield Static(id="save-error")
             with VerticalScroll(id="save-diff"):
                 yield Static(diff_text(doc.diff()))
@@ -55,7 +57,9 @@ class SaveModal(ModalScreen[object]):
         err = self.app.draft.validate()
         if err is not None:
             self._show_error(err.render())
-        self.query_one("#save-target", Input).focus()
+        target = self.query_one("#save-target", Input)
+        self._target_changed(Input.Changed(target, target.value))
+        target.focus()
         no_blink(self)
 
     def _show_error(self, message: str) -> None:
@@ -75,18 +79,90 @@ class SaveModal(ModalScreen[object]):
     def _cancel(self) -> None:
         self.dismiss(None)
 
+    @on(Input.Changed, "#save-target")
+    def _target_changed(self, event: Input.Changed) -> None:
+        warning = self.query_one("#save-warning", Static)
+        risk = self._risks(event.value.strip())
+        warning.update(Text("⚠ " + " ".join(risk), "bold yellow") if risk else Text(""))
+        warning.set_class(bool(risk), "warn")
+
+    def _risks(self, target: str) -> list[str]:
+        """What saving to ``target`` does beyond writing this profile: a built-in of another
+        name shadowed for every run that names it, another profile's file replaced."""
+        if not target:
+            return []
+        doc = self.app.draft
+        dest = save_destination(target)
+        out = []
+        builtin = shadowed_builtin(dest)
+        same_file = _same(dest, doc.path)
+        if builtin and not same_file and not (doc.builtin and doc.name == builtin):
+            out.append(f"A user profile named {builtin} takes the place of the built-in "
+                       f"{builtin} for every later run that names it (flue run -p {builtin}, "
+                       f"flue-tui -p {builtin}): they would run with this draft of "
+                       f"{doc.name} instead. Type another name to keep both.")
+        if dest.exists() and not same_file:
+            out.append(f"{dest} exists and is replaced (its previous version is kept as "
+                       f"{dest.name}.bak).")
+        return out
+
     def action_save(self) -> None:
-        from engine.errors import EngineError
+        from flue_tui.screens.modals import ConfirmModal
 
         target = self.query_one("#save-target", Input).value.strip()
         if not target:
             self._show_error("give a profile name or a path")
             return
+        risk = self._risks(target)
+        if not risk:
+            self._save(target)
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self._save(target)
+
+        self.app.push_screen(ConfirmModal(f"Save as {target}? " + " ".join(risk),
+                                          yes="Save anyway"), answer)
+
+    def _save(self, target: str) -> None:
+        from engine.errors import EngineError
+
         doc = self.app.draft
-        dest: str | Path = target
         try:
-            result = doc.save(dest)
+            result = doc.save(target)
         except EngineError as err:
             self._show_error(err.render())
             return
         self.dismiss(result)
+
+
+def save_destination(target: str) -> Path:
+    """The file ``ProfileDocument.save(target)`` writes: a bare name is a user profile."""
+    from engine.profile.paths import user_profile_dir
+
+    if "/" in target or target.endswith(".toml"):
+        return Path(os.path.expanduser(target))
+    return user_profile_dir() / f"{target}.toml"
+
+
+def shadowed_builtin(dest: Path) -> str:
+    """The built-in profile a file at ``dest`` would take the place of ("" for none): one of
+    the same name, in a directory profile names are looked up in before the built-ins."""
+    from engine.profile.paths import builtin_profile_dir, search_dirs
+
+    if dest.suffix != ".toml" or not (builtin_profile_dir() / dest.name).is_file():
+        return ""
+    dirs = [_real(d) for d in search_dirs()[:-1]]
+    return dest.stem if _real(dest.parent) in dirs else ""
+
+
+def _real(p: Path) -> Path:
+    try:
+        return p.resolve()
+    except OSError:
+        return p
+
+
+def _same(a: Path, b: Path) -> bool:
+    return _real(a) == _real(b)
