@@ -98,6 +98,12 @@ class MonitorScreen(Screen[None]):
     def refresh_all(self) -> None:
         self.update_panels(set(PANELS) | {"status"})
 
+    def on_screen_resume(self) -> None:
+        """On top again: catch up on what arrived while another screen was (the panels
+        marked stale meanwhile, and the status line)."""
+        self.update_panels(set())
+
+
     def update_panels(self, changed: set[str]) -> None:
         model = self.model
         for key in PANELS:

@@ -4,7 +4,7 @@ In tmux with the demo: press `h` (or `t`, `?`, `k`…) a second into the run, wa
 finished, `esc`: the monitor still says "running  #4 … 0.2s … denials 0" with two output lines
 and empty panels, for good (no further batch arrives to refresh them). `_changed` only marks
 panels stale while the monitor is hidden, drops "status", and nothing refreshes the stale
-panels when the monitor is shown again.
+panels when the monitor is shown again. Now the monitor catches up when it is resumed.
 """
 
 from __future__ import annotations
@@ -33,8 +33,6 @@ async def wait_state(pilot: Any, app: FlueApp, states: tuple[str, ...], timeout:
     raise AssertionError(f"never reached {states}: {app.run_model and app.run_model.state}")
 
 
-@pytest.mark.xfail(strict=True, reason="a run that ends while History is open leaves the monitor "
-                                       "showing 'running' and stale panels")
 async def test_monitor_catches_up_after_history() -> None:
     app = make_app(["sh", "-c", "echo first; sleep 1.5; echo second"], remember=False,
                    blink=False)
