@@ -3,15 +3,19 @@
 Importing asyncio costs tens of milliseconds, more than the whole sandbox set-up. When
 nobody consumes the live event stream, ``Sandbox.run_blocking`` drives the same fd- and
 timer-callbacks with this loop instead: ``add_reader``/``remove_reader``/``add_writer``/
-``remove_writer``/``call_later``/``call_soon``/``time``, the subset of asyncio's loop API the
-sandbox lifecycle and the network proxy use.
+``remove_writer``/``call_later``/``call_soon``/``time``/``add_signal_handler``/
+``remove_signal_handler``, the subset of asyncio's loop API the sandbox lifecycle, the network
+proxy and the terminal relay use. Signal handlers run from the loop, as asyncio's do (the
+signal only writes its number to a wakeup pipe), never in the middle of another callback.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import os
 import selectors
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +42,10 @@ class MiniLoop:
         self._masks: dict[int, int] = {}  # what the selector watches for each fd
         self._timers: list[tuple[float, int, TimerHandle]] = []
         self._seq = itertools.count()
+        self._signals: dict[int, tuple[Callable[..., Any], tuple[Any, ...]]] = {}
+        self._old_handlers: dict[int, Any] = {}
+        self._wakeup: tuple[int, int] | None = None  # the pipe the signals write to
+        self._old_wakeup = -1
 
     def time(self) -> float:
         return time.monotonic()
@@ -82,6 +90,33 @@ class MiniLoop:
         self._update(fd)
         return True
 
+    def add_signal_handler(self, sig: int, cb: Callable[..., Any], *args: Any) -> None:
+        if self._wakeup is None:
+            r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            self._old_wakeup = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+            self._wakeup = (r, w)
+            self.add_reader(r, self._on_signals)
+        if sig not in self._old_handlers:
+            self._old_handlers[sig] = signal.signal(sig, _noop)
+        self._signals[sig] = (cb, args)
+
+    def remove_signal_handler(self, sig: int) -> bool:
+        if self._signals.pop(sig, None) is None:
+            return False
+        signal.signal(sig, self._old_handlers.pop(sig))
+        return True
+
+    def _on_signals(self) -> None:
+        assert self._wakeup is not None
+        try:
+            data = os.read(self._wakeup[0], 512)
+        except BlockingIOError:
+            return
+        for signo in data:
+            entry = self._signals.get(signo)
+            if entry is not None:
+                entry[0](*entry[1])
+
     def call_later(self, delay: float, cb: Callable[..., Any], *args: Any) -> TimerHandle:
         h = TimerHandle(self.time() + delay, cb, args)
         heapq.heappush(self._timers, (h.when, next(self._seq), h))
@@ -114,4 +149,15 @@ class MiniLoop:
                     h.cb(*h.args)
 
     def close(self) -> None:
+        for sig in list(self._signals):
+            self.remove_signal_handler(sig)
+        if self._wakeup is not None:
+            signal.set_wakeup_fd(self._old_wakeup)
+            for fd in self._wakeup:
+                os.close(fd)
+            self._wakeup = None
         self._sel.close()
+
+
+def _noop(signo: int, frame: Any) -> None:
+    """The Python-level handler of a loop signal: the wakeup pipe does the work."""

@@ -68,6 +68,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="answer denials with a plain errno filter (no user notification)")
     r.add_argument("--sample-interval", type=float, default=0.25, metavar="S",
                    help="resource sample period in seconds (default 0.25)")
+    t = r.add_mutually_exclusive_group()
+    t.add_argument("-t", "--tty", dest="tty", action="store_const", const="on", default="auto",
+                   help="give the sandbox a terminal of its own (a pty relayed to flue's "
+                   "stdio) even when none of stdin, stdout, stderr is a terminal; by default "
+                   "it gets one for those that are")
+    t.add_argument("--no-tty", dest="tty", action="store_const", const="off",
+                   help="pass flue's stdio to the sandbox as it is, a terminal too (then the "
+                   "sandbox reads the terminal even when flue is in the background)")
     r.add_argument("command", nargs=argparse.REMAINDER)
 
     sub.add_parser("doctor", help="check what this machine supports, with fixes")
@@ -166,7 +174,8 @@ def _run_blocking(a: argparse.Namespace, argv: list[str], profile: Any, binds: A
 
     sb = Sandbox(argv, profile, workspace=a.workspace, binds=binds, env=env,
                  host_uid=a.host_uid, allow_unlimited=a.allow_unlimited,
-                 observe=not a.no_observe, sample_interval=a.sample_interval, live=False)
+                 observe=not a.no_observe, sample_interval=a.sample_interval, live=False,
+                 tty=_tty(a))
     sigs = [getattr(signal, name) for name in FORWARDED]
     old = {sig: signal.signal(sig, lambda signo, _frame: sb.send_signal(signo)) for sig in sigs}
     try:
@@ -187,7 +196,7 @@ async def _run(a: argparse.Namespace, argv: list[str], profile: Any, binds: Any,
     sb = Sandbox(argv, profile, workspace=a.workspace, binds=binds, env=env,
                  host_uid=a.host_uid, allow_unlimited=a.allow_unlimited,
                  observe=not a.no_observe, sample_interval=a.sample_interval,
-                 watch_files=bool(a.events), live=bool(a.events))
+                 watch_files=bool(a.events), live=bool(a.events), tty=_tty(a))
     events_file = _open_output(a.events) if a.events else None
     writer = None
     if events_file is not None:
@@ -206,6 +215,7 @@ async def _run(a: argparse.Namespace, argv: list[str], profile: Any, binds: Any,
         await sb.start()
         result = await sb.wait()
     finally:
+        sb.restore_terminal()
         for sig in forwarded:
             loop.remove_signal_handler(sig)
         if events_file is not None:
@@ -355,7 +365,16 @@ def describe_profile(p: Any) -> str:
     return "\n".join(lines)
 
 
+def _tty(a: argparse.Namespace) -> Any:
+    from engine.terminal import plan_tty
+
+    return plan_tty(a.tty)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from engine.terminal import ensure_std_fds
+
+    ensure_std_fds()  # before anything opens an fd that would land on a closed 0, 1 or 2
     a = _parser().parse_args(argv)
     try:
         if a.cmd == "run":

@@ -23,6 +23,7 @@ as one JSON message on the control socket and the process exits with 125.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import signal
@@ -30,6 +31,7 @@ import socket
 import stat
 import struct
 import sys
+import termios
 import time
 from typing import NoReturn
 
@@ -450,6 +452,11 @@ def _init(plan: LaunchPlan, ctrl: int) -> None:
                 os.close(fd)
     except OSError as err:
         raise _Stage("network", err) from err
+    if plan.tty_fds:
+        try:
+            _make_tty(plan, ctrl)
+        except OSError as err:
+            raise _Stage("tty", err) from err
 
     all_sigs = set(FORWARDED_SIGNALS) | {signal.SIGCHLD}
     signal.pthread_sigmask(signal.SIG_BLOCK, all_sigs)
@@ -507,6 +514,42 @@ def _set_userns_limits(ctrl: int, limits: tuple[tuple[str, int], ...]) -> None:
     if refused:
         _send(ctrl, {"t": "warning", "msg": "the sandbox's inotify and namespace limits could "
                      "not all be set: " + ", ".join(refused)})
+
+
+TIOCGPTPEER = 0x5441  # _IO('T', 0x41): open the slave of a master (Linux 4.13)
+TIOCSPTLCK = 0x40045431  # _IOW('T', 0x31, int): (un)lock the slave
+TIOCGPTN = 0x80045430  # _IOR('T', 0x30, unsigned int): the slave's number
+
+
+def _make_tty(plan: LaunchPlan, ctrl: int) -> None:
+    """A pty in the sandbox's own devpts: its slave on ``plan.tty_fds`` (for the main process
+    to inherit), with the caller's modes and size; its master to the supervisor, which relays
+    it to the caller's terminal (engine/terminal.py). The sandbox never holds that terminal."""
+    master = os.open("/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+        try:
+            slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        except OSError:  # older kernel: by name, in the devpts we just mounted
+            (num,) = struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, b"\0" * 4))
+            slave = os.open(f"/dev/pts/{num}", os.O_RDWR | os.O_NOCTTY | os.O_NOFOLLOW
+                            | os.O_CLOEXEC)
+        try:
+            try:
+                if plan.tty_attrs:
+                    a = list(plan.tty_attrs)
+                    termios.tcsetattr(slave, termios.TCSANOW, [*a[:6], list(a[6])])
+                if plan.tty_winsize != (0, 0):
+                    termios.tcsetwinsize(slave, plan.tty_winsize)
+            except termios.error as err:
+                raise OSError(err.args[0], f"the sandbox's terminal: {err.args[-1]}") from None
+            for fd in plan.tty_fds:
+                os.dup2(slave, fd, inheritable=True)
+        finally:
+            os.close(slave)
+        _send(ctrl, {"t": "pty"}, [master])
+    finally:
+        os.close(master)
 
 
 def _handoff(plan: LaunchPlan, ctrl: int, main_pid: int, to_init_r: int, go_w: int,
@@ -968,6 +1011,8 @@ def main_process(plan: LaunchPlan, ctrl: int, to_init_w: int, go_r: int, exec_w:
 
     try:
         os.setsid()
+        if plan.tty_fds:  # the sandbox's own pty becomes our controlling terminal
+            fcntl.ioctl(plan.tty_fds[0], termios.TIOCSCTTY, 0)
         for sig in range(1, signal.NSIG):
             try:
                 if signal.getsignal(sig) == signal.SIG_IGN:

@@ -7,6 +7,7 @@ spawner hands it to the forked child directly. Nothing in here touches the kerne
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 # where the new root is assembled inside the sandbox's private mount namespace
 STAGE = "/tmp"
@@ -65,4 +66,10 @@ class LaunchPlan:
     net_capture_ports: tuple[int, ...] = ()
     # (file in /proc/sys/user, value) PID 1 writes into its user namespace's limits
     userns_limits: tuple[tuple[str, int], ...] = ()
+    # a pty of the sandbox's own (engine/terminal.py): PID 1 makes it, puts its slave on these
+    # of fds 0-2 with these modes (termios.tcgetattr's list) and size, and sends the master
+    # to the supervisor; the main process makes it its controlling terminal
+    tty_fds: tuple[int, ...] = ()
+    tty_attrs: tuple[Any, ...] = ()
+    tty_winsize: tuple[int, int] = (0, 0)
     extra: dict[str, str] = field(default_factory=dict)

@@ -439,11 +439,9 @@ def test_review_sigterm_ends_a_run_whose_main_process_stopped_itself(flue):
     assert code != 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Sandbox passes fds 0-2 as they are: started with stdin closed, flue's own first fd "
-    "(its event loop's epoll) becomes the sandbox's stdin; the sandbox can add fds to the "
-    "supervisor's epoll set (a busy loop at 100% CPU)"))
 def test_review_closed_stdin_does_not_hand_the_supervisors_fd_to_the_sandbox(flue):
+    """Fixed: flue opens /dev/null on a closed 0, 1 or 2 first (tests/security/
+    test_tty_relay.py::test_a_closed_std_fd_becomes_dev_null_inside)."""
     r = flue.run(["readlink", "/proc/self/fd/0"], wrap=["sh", "-c", 'exec "$@" <&-', "sh"],
                  stdin=subprocess.DEVNULL)
     link = r.stdout.strip()
