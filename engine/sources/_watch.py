@@ -482,52 +482,53 @@ def _finish(w: Watch, changes: dict[str, int]) -> int:
 
 def _manifest(w: Watch) -> dict[str, Any]:
     """The workspace as it is now: (path, size, mode) sorted by path, at most MAX_MANIFEST
-    entries, MAX_DEPTH levels down (an iterative walk through directory fds: no recursion
-    limit, no symlink followed)."""
-    fd = w.bases.get(w.workspace)
+    entries, MAX_DEPTH levels down. The walk is iterative and breadth first (what a cut leaves
+    out is the deepest), never follows a symlink, and holds one directory fd at a time: each
+    directory is opened from the workspace's fd when its turn comes, so a wide tree cannot run
+    the helper out of descriptors (which would drop entries without saying so)."""
+    from collections import deque
+
     rec: dict[str, Any] = {"t": "manifest", "e": [], "truncated": "", "max_depth": MAX_DEPTH,
                            "max_entries": MAX_MANIFEST}
-    if fd is None:
+    if w.workspace not in w.bases:
         return rec
     entries: list[tuple[str, int, str]] = []
-    todo: list[tuple[int, str, int]] = [(os.dup(fd), w.workspace, 0)]
-    try:
-        while todo:
-            dfd, d, depth = todo.pop()
-            try:
-                with os.scandir(dfd) as it:
-                    names = sorted(e.name for e in it)
-                for name in names:
-                    try:
-                        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-                    except OSError:
-                        continue
-                    if len(entries) >= MAX_MANIFEST:
-                        rec["truncated"] = "entries"
-                        return rec
-                    is_dir = stat.S_ISDIR(st.st_mode)
-                    entries.append((f"{d}/{name}", 0 if is_dir else st.st_size,
-                                    stat.filemode(st.st_mode)))
-                    if not is_dir:
-                        continue
-                    if depth + 1 >= MAX_DEPTH:
-                        rec["truncated"] = rec["truncated"] or "depth"
-                        continue
-                    try:
-                        sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
-                                      | os.O_CLOEXEC, dir_fd=dfd)
-                    except OSError:
-                        continue
-                    todo.append((sub, f"{d}/{name}", depth + 1))
-            except OSError:
-                pass
-            finally:
-                os.close(dfd)
-    finally:
-        for dfd, _d, _depth in todo:
+    todo: deque[tuple[str, int]] = deque([(w.workspace, 0)])
+    while todo:
+        d, depth = todo.popleft()
+        try:
+            dfd = w._open(d, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as err:
+            if err.errno == errno.ENAMETOOLONG:  # deeper than a path can name
+                rec["truncated"] = rec["truncated"] or "depth"
+            continue  # gone meanwhile, or no longer a directory
+        try:
+            with os.scandir(dfd) as it:
+                names = sorted(e.name for e in it)
+            for name in names:
+                try:
+                    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                except OSError:
+                    continue
+                if len(entries) >= MAX_MANIFEST:
+                    rec["truncated"] = "entries"
+                    todo.clear()
+                    break
+                is_dir = stat.S_ISDIR(st.st_mode)
+                entries.append((f"{d}/{name}", 0 if is_dir else st.st_size,
+                                stat.filemode(st.st_mode)))
+                if not is_dir:
+                    continue
+                if depth + 1 >= MAX_DEPTH:
+                    rec["truncated"] = rec["truncated"] or "depth"
+                    continue
+                todo.append((f"{d}/{name}", depth + 1))
+        except OSError:
+            pass
+        finally:
             os.close(dfd)
-        entries.sort()
-        rec["e"] = entries
+    entries.sort()
+    rec["e"] = entries
     return rec
 
 

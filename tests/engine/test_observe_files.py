@@ -221,3 +221,24 @@ def test_a_very_deep_tree_gives_a_manifest_cut_at_its_depth_bound(flue, where):
 def test_a_complete_manifest_says_it_is_not_cut(run_events):
     manifest = ob.one(run_events, ev.WorkspaceManifest)
     assert manifest.truncated == ""
+
+
+def test_a_wide_workspace_is_listed_whole_under_a_low_fd_limit(flue):
+    """More subdirectories than the process may hold open fds (RLIMIT_NOFILE 1024, the usual
+    default): the manifest walk holds one directory at a time, so nothing is left out."""
+    uid = int(os.environ.get("FLUE_TEST_UID", "4242"))
+    ws = flue.tmpdir("ws", owner=uid)
+    n = 1500
+    for i in range(n):
+        d = ws / f"d{i:04}"
+        d.mkdir()
+        (d / "f").write_text("x\n")
+        os.chown(d, uid, uid)
+        os.chown(d / "f", uid, uid)
+    path = ob.events_path(flue)
+    r = flue.run(["true"], "--events", str(path), "--workspace", str(ws),
+                 wrap=["sh", "-c", 'ulimit -n 1024 && exec "$@"', "sh"])
+    assert r.returncode == 0, r
+    manifest = ob.one(ob.read_events(path), ev.WorkspaceManifest)
+    assert manifest.truncated == "", manifest.truncated
+    assert len(manifest.entries) == 2 * n, len(manifest.entries)
