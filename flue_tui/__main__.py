@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flue_tui.runspec import QuickLimits
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -17,7 +21,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus", default="", help="CPU quota for this run, e.g. 0.5")
     p.add_argument("--pids", default="", help="process limit for this run")
     p.add_argument("--timeout", default="", help="wall-clock timeout, e.g. 30s")
-    p.add_argument("--net", default="", choices=("", "none", "loopback"), help="network mode")
+    p.add_argument("--net", default="", choices=("", "none", "loopback", "allowlist"),
+                   help="network mode for this run")
+    p.add_argument("--allow-domain", action="append", default=[], metavar="D",
+                   help="also allow D for this run (NAME, *.DOMAIN, NAME:PORT); implies "
+                   "--net allowlist; repeatable")
+    p.add_argument("--resolve", action="append", default=[], metavar="NAME=ADDRESS",
+                   help="the proxy reaches NAME at ADDRESS instead of asking the system "
+                   "resolver; repeatable")
     p.add_argument("--workspace", default="", metavar="DIR",
                    help="host directory bound read-write as /work (default: a private tmpfs)")
     p.add_argument("--allow-unlimited", action="store_true",
@@ -32,15 +43,22 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def quick_limits(a: argparse.Namespace) -> QuickLimits:
+    """The per-run overrides the command line asked for."""
+    from flue_tui.runspec import QuickLimits
+
+    return QuickLimits(a.memory, a.cpus, a.pids, a.timeout, a.net,
+                       allow=tuple(a.allow_domain), resolve=tuple(a.resolve))
+
+
 def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
     command = list(a.command)
     if command and command[0] == "--":
         command = command[1:]
     from flue_tui.app import make_app
-    from flue_tui.runspec import QuickLimits
 
-    limits = QuickLimits(a.memory, a.cpus, a.pids, a.timeout, a.net)
+    limits = quick_limits(a)
     try:
         limits.apply(__import__("engine.profile.model", fromlist=["Profile"]).Profile("x"))
     except ValueError as err:

@@ -18,6 +18,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.profile.loader import NETWORK_MODES
 from engine.profile.model import Bind, Limits, NetworkPolicy, Profile
 
 HOST_MOUNT = "/opt/host"
@@ -27,20 +28,42 @@ SYSTEM_PREFIXES = ("/usr/", "/bin/", "/sbin/", "/lib/", "/lib64/", "/lib32/", "/
 
 @dataclass(frozen=True)
 class QuickLimits:
-    """Per-run overrides from the launch screen (not saved in the profile)."""
+    """Per-run overrides from the launch screen and the command line (not saved in the
+    profile): limits, the network mode, domains added to the allowlist (``--allow-domain``,
+    which implies ``allowlist``) and resolver-map entries (``--resolve NAME=ADDRESS``)."""
 
     memory: str = ""  # "" keeps the profile's value; "none" removes the limit
     cpus: str = ""
     pids: str = ""
     timeout: str = ""
     network: str = ""  # "" keeps the profile's mode
+    allow: tuple[str, ...] = ()  # added to the profile's allowlist for this run
+    resolve: tuple[str, ...] = ()  # "NAME=ADDRESS", used instead of the system resolver
 
     def is_empty(self) -> bool:
-        return not any((self.memory, self.cpus, self.pids, self.timeout, self.network))
+        return not any((self.memory, self.cpus, self.pids, self.timeout, self.network,
+                        self.allow, self.resolve))
 
     def describe(self) -> str:
-        parts = [f"{k} {v}" for k, v in dataclasses.asdict(self).items() if v]
+        parts = []
+        for k, v in dataclasses.asdict(self).items():
+            if v:
+                parts.append(f"{k} {' '.join(v) if isinstance(v, (list, tuple)) else v}")
         return ", ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> QuickLimits:
+        kw: dict[str, Any] = {}
+        for k, v in d.items():
+            if k in ("allow", "resolve"):
+                kw[k] = tuple(str(x) for x in v) if isinstance(v, (list, tuple)) else ()
+            elif k in cls.__dataclass_fields__:
+                kw[k] = str(v)
+        return cls(**kw)
 
     def apply(self, profile: Profile) -> Profile:
         """The profile with these overrides; ``ValueError`` with a readable message."""
@@ -70,13 +93,43 @@ class QuickLimits:
                 raise ValueError("pids must be at least 1")
         if self.timeout:
             timeout = None if none(self.timeout) else (parse_duration(self.timeout) or None)
-        network = profile.network
-        if self.network:
-            if self.network not in ("none", "loopback"):
-                raise ValueError(f"network: {self.network!r} is not none or loopback")
-            network = NetworkPolicy(mode=self.network)
         return dataclasses.replace(profile, limits=Limits(memory, cpus, pids, timeout),
-                                   network=network)
+                                   network=self._network(profile.network))
+
+    def _network(self, network: NetworkPolicy) -> NetworkPolicy:
+        """The profile's network policy with the mode, domains and resolver entries of this
+        run (its own ``allow`` and ``hosts`` kept: ``--net none`` turns them off, as in the
+        profile itself)."""
+        from engine.network.policy import RuleError, check_address, check_name, parse_rule
+
+        mode = self.network or network.mode
+        if self.network and self.network not in NETWORK_MODES:
+            raise ValueError(f"network: {self.network!r} is not one of "
+                             + ", ".join(NETWORK_MODES))
+        if self.allow:
+            if self.network and self.network != "allowlist":
+                raise ValueError(f"--allow-domain needs network allowlist, not {self.network}")
+            mode = "allowlist"
+        allow = list(network.allow)
+        for rule in self.allow:
+            try:
+                text = parse_rule(rule).text
+            except RuleError as err:
+                raise ValueError(f"allow {rule!r}: {err}; {err.fix}") from None
+            if text not in allow:
+                allow.append(text)
+        hosts = list(network.hosts)
+        for item in self.resolve:
+            name, sep, addr = item.partition("=")
+            try:
+                if not sep or not name.strip():
+                    raise RuleError("write NAME=ADDRESS", fix="e.g. pkgs.example.test=127.0.0.1")
+                wild = name.strip().startswith("*.")
+                key = ("*." if wild else "") + check_name(name.strip()[2:] if wild else name)
+                hosts.append((key, check_address(addr)))
+            except RuleError as err:
+                raise ValueError(f"resolve {item!r}: {err}; {err.fix}") from None
+        return dataclasses.replace(network, mode=mode, allow=tuple(allow), hosts=tuple(hosts))
 
 
 @dataclass(frozen=True)
@@ -101,14 +154,13 @@ class RunSpec:
 
     def to_json(self) -> dict[str, Any]:
         return {"argv": list(self.argv), "profile": self.profile, "cwd": self.cwd,
-                "workspace": self.workspace, "limits": dataclasses.asdict(self.limits)}
+                "workspace": self.workspace, "limits": self.limits.to_json()}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> RunSpec:
         return cls(argv=tuple(d.get("argv", ())), profile=str(d.get("profile", "default")),
                    cwd=str(d.get("cwd") or os.getcwd()), workspace=str(d.get("workspace", "")),
-                   limits=QuickLimits(**{k: str(v) for k, v in d.get("limits", {}).items()
-                                         if k in QuickLimits.__dataclass_fields__}))
+                   limits=QuickLimits.from_json(d.get("limits") or {}))
 
 
 @dataclass(frozen=True)

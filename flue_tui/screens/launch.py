@@ -30,6 +30,7 @@ class LaunchScreen(Screen[RunSpec | None]):
     def __init__(self, spec: RunSpec | None = None) -> None:
         super().__init__()
         self.spec = spec
+        self._extra = spec.limits if spec else QuickLimits()  # --allow-domain, --resolve
 
     def compose(self) -> ComposeResult:
         from engine.profile import list_profiles
@@ -76,8 +77,8 @@ class LaunchScreen(Screen[RunSpec | None]):
                 yield Input(value=lim.timeout, placeholder="timeout 30s", id="launch-timeout",
                             classes="limit-input")
                 yield Select([("net: profile's", ""), ("none", "none"),
-                              ("loopback", "loopback")], value=lim.network, allow_blank=False,
-                             id="launch-network")
+                              ("loopback", "loopback"), ("allowlist", "allowlist")],
+                             value=lim.network, allow_blank=False, id="launch-network")
             yield Static(id="launch-error")
             yield Label("Recent (enter fills the form)", classes="form-label")
             yield OptionList(id="launch-recent")
@@ -116,6 +117,7 @@ class LaunchScreen(Screen[RunSpec | None]):
         for key in ("memory", "cpus", "pids", "timeout"):
             self.query_one(f"#launch-{key}", Input).value = getattr(spec.limits, key)
         self.query_one("#launch-network", Select).value = spec.limits.network
+        self._extra = spec.limits
         self.query_one("#launch-cmd", Input).focus()
 
     def _error(self, msg: str) -> None:
@@ -140,9 +142,14 @@ class LaunchScreen(Screen[RunSpec | None]):
             self._error(f"workspace {ws} does not exist")
             return None
         net = self.query_one("#launch-network", Select).value
+        # the command line's --allow-domain and --resolve stay (the form has no field
+        # for them); none or loopback chosen here turns the extra domains off
+        before = self._extra
+        net = net if isinstance(net, str) else ""
         limits = QuickLimits(*(self.query_one(f"#launch-{k}", Input).value.strip()
                                for k in ("memory", "cpus", "pids", "timeout")),
-                             network=net if isinstance(net, str) else "")
+                             network=net, resolve=before.resolve,
+                             allow=before.allow if net in ("", "allowlist") else ())
         profile = self.query_one("#launch-profile", Select).value
         spec = RunSpec(argv=argv, profile=str(profile), cwd=cwd, workspace=ws, limits=limits)
         try:
