@@ -118,13 +118,14 @@ def _seccomp() -> Any:
 
 
 _NATIVE: dict[str, int] | None = None
+_NATIVE_SHA = ""  # SHA-256 of _NATIVE as stored, part of what a cached program is checked with
 CACHE_KIND = "bpf"  # $XDG_CACHE_HOME/flue/bpf: programs and the syscall table
 
 
 def native_syscalls() -> dict[str, int]:
     """Every syscall libseccomp knows for the native architecture: name -> number.
     Cached on disk next to the compiled filters (keyed by the libseccomp library file)."""
-    global _NATIVE
+    global _NATIVE, _NATIVE_SHA
     if _NATIVE is not None:
         return _NATIVE
     import platform
@@ -139,11 +140,14 @@ def native_syscalls() -> dict[str, int]:
             if isinstance(table, dict) and len(table) > 100 and all(
                     isinstance(v, int) and not isinstance(v, bool) for v in table.values()):
                 _NATIVE = {str(k): int(v) for k, v in table.items()}
+                _NATIVE_SHA = hashlib.sha256(raw).hexdigest()
                 return _NATIVE
         except ValueError:
             pass
     _NATIVE = _resolve_native()
-    cachedir.store(CACHE_KIND, name, json.dumps(_NATIVE).encode())
+    data = json.dumps(_NATIVE).encode()
+    _NATIVE_SHA = hashlib.sha256(data).hexdigest()
+    cachedir.store(CACHE_KIND, name, data)
     return _NATIVE
 
 
@@ -205,9 +209,10 @@ def compile_filter(policy: SeccompPolicy, *, notify: bool, use_cache: bool = Tru
     table = _verdicts(policy, known, notify, trace if notify else ())
     key = _cache_key(policy, notify, arch, trace if notify else ())
     # the compiled program is kept with a digest of itself and of what it was compiled from
-    # (the key, and the verdict table the policy gives on this kernel's syscall numbers): a
-    # program that does not belong to exactly this policy is compiled again
-    digest = _digest(key, table, policy)
+    # (the key, re-derived from the policy, and this kernel's syscall numbers: together they
+    # determine the verdict table): a program that does not belong to exactly this policy is
+    # compiled again
+    digest = _digest(key, policy)
     if use_cache:
         cached = _cached_program(key, digest)
         if cached is not None:
@@ -220,10 +225,10 @@ def compile_filter(policy: SeccompPolicy, *, notify: bool, use_cache: bool = Tru
     return CompiledFilter(bpf=bpf, notify=notify, arch=arch, table=table)
 
 
-def _digest(key: str, table: dict[int, SyscallVerdict], policy: SeccompPolicy) -> bytes:
+def _digest(key: str, policy: SeccompPolicy) -> bytes:
     """What a cached program must have been compiled from, as bytes to hash with it."""
-    rows = sorted((nr, v.name, v.action, v.errno, v.filtered) for nr, v in table.items())
-    return json.dumps([key, sorted(policy.socket_families), rows]).encode()
+    native_syscalls()
+    return json.dumps([key, sorted(policy.socket_families), _NATIVE_SHA]).encode()
 
 
 def _cached_program(key: str, digest: bytes) -> bytes | None:
