@@ -25,7 +25,7 @@ from textual.worker import Worker, WorkerState
 from engine.errors import EngineError
 from flue_tui.bridge import Bridge, ReplayBridge
 from flue_tui.messages import EventBatch, ProcessSnapshot, ProfileChanged, RunFinished
-from flue_tui.model import DenialRow, RunModel, diff_runs
+from flue_tui.model import DenialRow, NetRow, RunModel, diff_runs
 from flue_tui.runspec import Prepared, RunSpec, prepare
 from flue_tui.screens.monitor import MonitorScreen
 
@@ -34,7 +34,7 @@ CSS_FILE = Path(__file__).with_name("app.tcss")
 # model folds every batch in at once, the screen follows at a pace a person can read, and
 # a keypress rarely has to wait behind a redraw
 PANEL_INTERVAL = 0.2
-PANEL_KEYS = frozenset({"denials", "resources", "files", "processes", "output"})
+PANEL_KEYS = frozenset({"denials", "resources", "files", "processes", "output", "network"})
 
 
 class FlueCommands(Provider):
@@ -221,6 +221,47 @@ class FlueApp(App[int]):
 
             self.push_screen(ErrnoPicker(name, row.errno_name), chosen)
 
+    def edit_network(self, kind: str, row: NetRow) -> None:
+        """The Network panel's actions on a request (or a DNS question): allow its domain
+        (a), every name under its parent domain (w), or take out the rules that let it
+        through (d). A port other than 443 and 80 goes into the rule."""
+        from engine.network.policy import Allowlist, is_ip_literal
+
+        if is_ip_literal(row.host):
+            self.notify(f"{row.host} is an IP address: the allowlist holds names. Name it in "
+                        "[network] hosts and allow that name", severity="warning", timeout=6)
+            return
+        if kind == "deny":
+            if self.draft is None:
+                self.notify("no profile is open", severity="error")
+                return
+            try:
+                rules: tuple[str, ...] = self.draft.resolve().network.allow
+            except EngineError:  # an invalid draft: what the run said let it through
+                rules = (row.rule,) if row.allowed and row.rule else ()
+            lets = [r.text for r in Allowlist(rules).rules
+                    if (r.matches(row.host, row.port) if row.port
+                        else r.matches_name(row.host))]
+            if not lets:
+                self.notify(f"{row.target} is not allowed by the draft profile: nothing to "
+                            "take out", severity="warning")
+                return
+            self.apply_edit(lambda d: "; ".join(d.remove_domain(t) for t in lets))
+            return
+        name = row.host
+        if kind == "allow_wildcard":
+            parent = name.split(".", 1)[1] if "." in name else ""
+            if "." not in parent:
+                self.notify(f"{name} has no parent domain to allow (*.{parent or name} would "
+                            "be a whole top-level domain); a allows the name itself",
+                            severity="warning", timeout=6)
+                return
+            name = f"*.{parent}"
+        from engine.network.policy import DEFAULT_PORTS
+
+        rule = name if not row.port or row.port in DEFAULT_PORTS else f"{name}:{row.port}"
+        self.apply_edit(lambda d: d.allow_domain(rule))
+
     @on(ProfileChanged)
     def _profile_changed(self, message: ProfileChanged) -> None:
         from flue_tui.screens.tune import TuneScreen
@@ -360,6 +401,10 @@ class FlueApp(App[int]):
                 parts.append("gone: " + ", ".join(d.gone))
             if d.new:
                 parts.append("new: " + ", ".join(d.new))
+            if d.net_gone:
+                parts.append("network refusals gone: " + ", ".join(d.net_gone))
+            if d.net_new:
+                parts.append("new network refusals: " + ", ".join(d.net_new))
             self.notify(("; ".join(parts) or "same denials as before") + " · h: history",
                         title=f"run #{model.number} vs #{before.number}", timeout=6)
         self._changed({"status"}, now=True)  # the run's end shows at once
@@ -519,6 +564,18 @@ class FlueApp(App[int]):
             yield ("Run: Stop the sandbox", "k (asks first)", self.action_stop)
         if self.runs:
             yield ("Run: History", "what changed between runs (h)", self.action_history)
+        req = monitor.selected_request() if monitor is not None and self.run_model else None
+        if req is not None and self.draft is not None:
+            from engine.network.policy import is_ip_literal
+
+            if not is_ip_literal(req.host):
+                yield (f"Profile: Allow domain {req.host}", "a (Network panel)",
+                       partial(self.edit_network, "allow", req))
+                if req.host.count(".") >= 2:
+                    yield (f"Profile: Allow *.{req.host.split('.', 1)[1]}", "w",
+                           partial(self.edit_network, "allow_wildcard", req))
+                yield (f"Profile: Deny domain {req.host}", "d: out of the allowlist",
+                       partial(self.edit_network, "deny", req))
         row = monitor.selected_denial() if monitor is not None and self.run_model else None
         if row is not None:
             yield (f"Profile: Allow {row.family or row.name}", "a",
@@ -535,8 +592,8 @@ class FlueApp(App[int]):
                 yield ("Profile: Revert every edit", "back to the saved file",
                        lambda: self.apply_edit(lambda d: (d.revert(), "reverted")[1]))
         if monitor is not None:
-            for i, key in enumerate(("denials", "resources", "files", "processes", "output"),
-                                    1):
+            for i, key in enumerate(("denials", "resources", "files", "processes", "output",
+                                     "network"), 1):
                 yield (f"Panel: Toggle {key.capitalize()}", str(i),
                        partial(monitor.action_toggle_panel, key))
             yield ("Panel: Pause or resume the streams", "space", monitor.action_pause)

@@ -19,6 +19,8 @@ MAX_STREAM = 5000  # denial records kept for the stream view
 MAX_SAMPLES = 720  # resource samples (3 minutes at 0.25 s)
 MAX_FILE_LOG = 2000
 MAX_OUTPUT = 5000  # output lines
+MAX_NET = 2000  # network requests kept (beyond it the oldest finished ones go, 500 at a time)
+MAX_DNS = 2000  # DNS questions kept for the stream view
 
 # which panels an event kind touches
 PANEL_OF = {
@@ -30,6 +32,8 @@ PANEL_OF = {
     "process_exited": "processes",
     "process_table": "processes",
     "output": "output",
+    "network_request": "network",
+    "dns_query": "network",
 }
 
 
@@ -78,6 +82,41 @@ class DenialRow:
     def family(self) -> str | None:
         fam = self.decoded.get("family")
         return str(fam) if fam and self.name in ("socket", "socketpair") else None
+
+
+@dataclass
+class NetRow:
+    """One connection attempt (``NetworkRequest`` events share its ``id``: open, then closed
+    or failed; a refused one comes once). ``id`` 0 with ``port`` 0 stands for a DNS question
+    (a name, whatever the port) when the DNS tab's entry is the selection."""
+
+    id: int
+    host: str
+    port: int
+    state: str = "refused"  # open | closed | refused | failed
+    allowed: bool = False
+    rule: str = ""
+    reason: str = ""
+    via: str = ""
+    address: str = ""
+    sni: str = ""
+    bytes_up: int = 0
+    bytes_down: int = 0
+    duration: float = 0.0
+    ts: float = 0.0  # when it was first seen
+    version: int = 0  # RunModel.net_version when it last changed
+    last: ev.Event | None = None
+
+    @property
+    def target(self) -> str:
+        return f"{self.host}:{self.port}" if self.port else self.host
+
+
+def net_row_of_dns(e: ev.DnsQuery) -> NetRow:
+    """A DNS question as a selection for the allow/deny keys (no port: the rule's default)."""
+    return NetRow(0, e.name, 0, state="refused" if not e.allowed else "answered",
+                  allowed=e.allowed, rule=e.rule, reason=f"DNS {e.qtype} {e.rcode}",
+                  via="dns", ts=e.ts, last=e)
 
 
 @dataclass
@@ -174,6 +213,14 @@ class RunModel:
         self.processes: dict[int, ProcRow] = {}
         self.output = OutputBuffer()
         self.notices: list[ev.Notice] = []
+        self.net: dict[int, NetRow] = {}  # by request id, in the order first seen
+        self.net_version = 0  # bumped by every network request event
+        self.net_requests = 0  # connection attempts seen (refused ones included)
+        self.net_counts = {"open": 0, "closed": 0, "refused": 0, "failed": 0}  # by last state
+        self.net_bytes = [0, 0]  # up, down (finished requests)
+        self.net_refusals: dict[str, int] = {}  # "host:port" / "name (dns)" -> times refused
+        self.dns: deque[ev.DnsQuery] = deque(maxlen=MAX_DNS)
+        self.dns_total = 0
 
     # --- applying events ---------------------------------------------------------------
 
@@ -188,7 +235,7 @@ class RunModel:
             if handler is not None:
                 handler(e)
             changed.add(PANEL_OF.get(e.kind, "status"))
-        if changed & {"denials", "resources"}:
+        if changed & {"denials", "resources", "network"}:
             changed.add("status")
         return changed
 
@@ -300,6 +347,37 @@ class RunModel:
     def _on_output(self, e: ev.Output) -> None:
         self.output.add(e.stream, e.data, e.ts)
 
+    def _on_network_request(self, e: ev.NetworkRequest) -> None:
+        self.net_version += 1
+        row = self.net.get(e.id)
+        if row is None:
+            row = self.net[e.id] = NetRow(e.id, e.host, e.port, ts=e.ts)
+            self.net_requests += 1
+        else:
+            self.net_counts[row.state] = self.net_counts.get(row.state, 1) - 1
+        row.state, row.allowed, row.rule, row.reason = e.state, e.allowed, e.rule, e.reason
+        row.via, row.address, row.sni = e.via, e.address, e.sni
+        row.bytes_up, row.bytes_down, row.duration = e.bytes_up, e.bytes_down, e.duration
+        row.version, row.last = self.net_version, e
+        self.net_counts[e.state] = self.net_counts.get(e.state, 0) + 1
+        if e.state in ("closed", "failed"):
+            self.net_bytes[0] += e.bytes_up
+            self.net_bytes[1] += e.bytes_down
+        if e.state == "refused":
+            key = f"{e.host}:{e.port}"
+            self.net_refusals[key] = self.net_refusals.get(key, 0) + 1
+        if len(self.net) > MAX_NET + 500:  # bounded: the oldest finished requests go
+            done = [i for i, r in self.net.items() if r.state != "open"][:500]
+            for i in done:
+                del self.net[i]
+
+    def _on_dns_query(self, e: ev.DnsQuery) -> None:
+        self.dns.append(e)
+        self.dns_total += 1
+        if not e.allowed:
+            key = f"{e.name} (dns)"
+            self.net_refusals[key] = self.net_refusals.get(key, 0) + 1
+
     # --- derived values ----------------------------------------------------------------
 
     def elapsed(self, now: float) -> float:
@@ -308,6 +386,26 @@ class RunModel:
         if self.t0 is None:
             return 0.0
         return max(0.0, now - self.t0)
+
+    @property
+    def network_mode(self) -> str:
+        """The run's network mode as the sandbox reported it ("" before it started)."""
+        iso = (self.started.isolation if self.started else None) or {}
+        return str(iso.get("network", "")).split(" ", 1)[0]
+
+    @property
+    def network_rules(self) -> int | None:
+        """How many allowlist rules the run had (None outside allowlist mode)."""
+        import re
+
+        iso = (self.started.isolation if self.started else None) or {}
+        m = re.match(r"allowlist \((\d+) rule", str(iso.get("network", "")))
+        return int(m.group(1)) if m else None
+
+    @property
+    def net_refused(self) -> int:
+        """Connections and DNS questions refused."""
+        return sum(self.net_refusals.values())
 
     def latest_sample(self) -> ev.ResourceSample | None:
         return self.samples[-1] if self.samples else None
@@ -351,11 +449,17 @@ class RunDiff:
     gone: tuple[str, ...]  # denial rows of the previous run that did not come back
     new: tuple[str, ...]  # rows this run has that the previous did not
     kept: tuple[str, ...]
+    # the same for network refusals ("host:port", "name (dns)")
+    net_gone: tuple[str, ...] = ()
+    net_new: tuple[str, ...] = ()
+    net_kept: tuple[str, ...] = ()
 
 
 def diff_runs(before: RunModel, after: RunModel) -> RunDiff:
     a, b = set(before.denials), set(after.denials)
-    return RunDiff(tuple(sorted(a - b)), tuple(sorted(b - a)), tuple(sorted(a & b)))
+    na, nb = set(before.net_refusals), set(after.net_refusals)
+    return RunDiff(tuple(sorted(a - b)), tuple(sorted(b - a)), tuple(sorted(a & b)),
+                   tuple(sorted(na - nb)), tuple(sorted(nb - na)), tuple(sorted(na & nb)))
 
 
 def short_path(path: str, root: str = "/work") -> str:

@@ -1,5 +1,5 @@
 """Run history: each run of this session, what changed in the profile before it, and which
-denials went away or appeared compared with the run before."""
+denials (and network refusals) went away or appeared compared with the run before."""
 
 from __future__ import annotations
 
@@ -44,6 +44,20 @@ def compare(before: RunModel | None, after: RunModel) -> Text:
             if a != b:
                 t.append(f" (was ×{a})", "yellow")
             t.append("\n")
+        if before.net_refusals or after.net_refusals:
+            t.append("network: ", "bold")
+            t.append(f"{len(d.net_gone)} refusal(s) gone", "green" if d.net_gone else "dim")
+            t.append(", ")
+            t.append(f"{len(d.net_new)} new", "red" if d.net_new else "dim")
+            t.append(f", {len(d.net_kept)} still refused\n")
+            for key in d.net_gone:
+                t.append(f"  − {plain(key)}", "green")
+                t.append(f"  (was refused ×{before.net_refusals[key]})\n", "dim")
+            for key in d.net_new:
+                t.append(f"  + {plain(key)}", "red")
+                t.append(f"  refused ×{after.net_refusals[key]}\n", "dim")
+            for key in d.net_kept:
+                t.append(f"  = {plain(key)} refused ×{after.net_refusals[key]}\n", "dim")
         if before.exited and after.exited:
             t.append(f"exit: {before.status_word()} → {after.status_word()}\n")
     return t

@@ -1,4 +1,7 @@
-"""The monitor: status line and five panels (1-5 toggle them), live from the RunModel."""
+"""The monitor: status line and six panels (1-6 toggle them), live from the RunModel.
+
+The Network panel (6) shows itself when a run is in allowlist mode or reaches for the
+network, and stays out of the way otherwise, until ``6`` says otherwise."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from flue_tui.widgets import no_blink
 from flue_tui.widgets.panels import (
     DenialsPanel,
     FilesPanel,
+    NetworkPanel,
     OutputPanel,
     Panel,
     ProcessesPanel,
@@ -24,17 +28,24 @@ from flue_tui.widgets.panels import (
 from flue_tui.widgets.status import StatusLine
 from flue_tui.widgets.stream import StreamView
 
-PANELS = ("denials", "resources", "files", "processes", "output")
+PANELS = ("denials", "resources", "files", "processes", "output", "network")
 
 
 class MonitorScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "allow", "Allow", id="monitor.allow",
-                tooltip="allow the selected denial's syscall in the draft profile"),
+                tooltip="allow the selected denial's syscall (in the Network panel: the "
+                "request's domain) in the draft profile"),
         Binding("g", "allow_group", "Allow group", show=False, id="monitor.allow_group",
                 tooltip="allow the whole syscall group of the selected denial"),
         Binding("e", "errno", "Keep denied…", show=False, id="monitor.errno",
                 tooltip="keep the selected syscall denied, answering a chosen errno"),
+        Binding("w", "allow_wildcard", "Allow *.domain", show=False,
+                id="monitor.allow_wildcard",
+                tooltip="Network panel: allow every name under the request's parent domain"),
+        Binding("d", "deny_domain", "Deny domain", show=False, id="monitor.deny_domain",
+                tooltip="Network panel: take the rule that lets the request through out of "
+                "the allowlist"),
         Binding("r", "app.rerun", "Re-run", id="monitor.rerun",
                 tooltip="run the same command again with the edited profile"),
         Binding("t", "app.tune", "Tune", id="monitor.tune",
@@ -46,6 +57,7 @@ class MonitorScreen(Screen[None]):
         Binding("4", "toggle_panel('processes')", "Processes", show=False,
                 id="monitor.panel4"),
         Binding("5", "toggle_panel('output')", "Output", show=False, id="monitor.panel5"),
+        Binding("6", "toggle_panel('network')", "Network", show=False, id="monitor.panel6"),
         Binding("space", "pause", "Pause", show=False, id="monitor.pause",
                 tooltip="pause or resume the live streams"),
         Binding("slash", "filter", "Filter", show=False, id="monitor.filter"),
@@ -66,6 +78,8 @@ class MonitorScreen(Screen[None]):
         with Horizontal(id="row-top", classes="row"):
             yield DenialsPanel()
             yield ResourcesPanel()
+        with Horizontal(id="row-net", classes="row"):
+            yield NetworkPanel()
         with Horizontal(id="row-mid", classes="row"):
             yield FilesPanel()
             yield ProcessesPanel()
@@ -77,6 +91,9 @@ class MonitorScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#filter", Input).display = False
+        self._network_chosen = False  # 6 was pressed: the Network panel no longer shows itself
+        self.panel("network").display = False
+        self._sync_rows()
         self.query_one("#denials-table", DataTable).focus()
         no_blink(self)
         self.refresh_all()
@@ -106,6 +123,8 @@ class MonitorScreen(Screen[None]):
 
     def update_panels(self, changed: set[str]) -> None:
         model = self.model
+        if changed & {"network", "status"}:
+            self._auto_network(model)
         for key in PANELS:
             panel = self.panel(key)
             if key in changed:
@@ -122,16 +141,32 @@ class MonitorScreen(Screen[None]):
 
     # --- panels ------------------------------------------------------------------------------
 
+    def _sync_rows(self) -> None:
+        for row in self.query(".row"):
+            row.display = any(p.display for p in row.query(Panel))
+
+    def _auto_network(self, model: RunModel | None) -> None:
+        """Show the Network panel when the run is in allowlist mode or used the network."""
+        if self._network_chosen:
+            return
+        want = model is not None and (model.network_mode == "allowlist" or bool(model.net)
+                                      or model.dns_total > 0)
+        panel = self.panel("network")
+        if panel.display != want:
+            panel.display = want
+            self._sync_rows()
+
     def action_toggle_panel(self, key: str) -> None:
         panel = self.panel(key)
         panel.display = not panel.display
-        for row in self.query(".row"):
-            row.display = any(p.display for p in row.query(Panel))
+        if key == "network":
+            self._network_chosen = True
+        self._sync_rows()
         if panel.display and panel.stale:
             panel.refresh_from(self.model)
         shown = [k for k in PANELS if self.panel(k).display]
         self.notify(f"{key} {'shown' if panel.display else 'hidden'}"
-                    + ("" if shown else " · every panel is hidden: 1-5 bring them back"),
+                    + ("" if shown else " · every panel is hidden: 1-6 bring them back"),
                     timeout=1.5)
 
     def focused_panel(self) -> Panel:
@@ -205,7 +240,34 @@ class MonitorScreen(Screen[None]):
     def selected_denial(self):  # type: ignore[no-untyped-def]
         return self.panel("denials").current_row()  # type: ignore[attr-defined]
 
+    def selected_request(self):  # type: ignore[no-untyped-def]
+        """The Network panel's selection (a request, or a DNS question), when it is shown."""
+        panel = self.panel("network")
+        return panel.current_row() if panel.display else None  # type: ignore[attr-defined]
+
+    def _network_row(self):  # type: ignore[no-untyped-def]
+        row = self.selected_request()
+        if row is None:
+            self.notify("select a request first (panel 6, the Network panel)",
+                        severity="warning")
+        return row
+
+    def action_allow_wildcard(self) -> None:
+        row = self._network_row()
+        if row is not None:
+            self.app.edit_network("allow_wildcard", row)
+
+    def action_deny_domain(self) -> None:
+        row = self._network_row()
+        if row is not None:
+            self.app.edit_network("deny", row)
+
     def action_allow(self) -> None:
+        if isinstance(self.focused_panel(), NetworkPanel):
+            row = self._network_row()
+            if row is not None:
+                self.app.edit_network("allow", row)
+            return
         row = self.selected_denial()
         if row is None:
             self.notify("select a denial first (panel 1)", severity="warning")
@@ -235,6 +297,11 @@ class MonitorScreen(Screen[None]):
             if payload is not None:
                 self.app.push_screen(RecordModal("record", payload))
             return
+        if isinstance(self.focused_panel(), NetworkPanel):
+            req = self.selected_request()
+            if req is not None and req.last is not None:
+                self.app.push_screen(RecordModal(f"{req.target} ({req.state})", req.last))
+            return
         row = self.selected_denial()
         if row is not None and row.last is not None:
             self.app.push_screen(RecordModal(f"last {row.name} denial ({row.count} in all)",
@@ -250,4 +317,8 @@ class MonitorScreen(Screen[None]):
 
     @on(DataTable.RowSelected, "#denials-table")
     def _row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_details()
+
+    @on(DataTable.RowSelected, "#network-table")
+    def _request_selected(self, event: DataTable.RowSelected) -> None:
         self.action_details()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on
@@ -37,6 +37,19 @@ def diff_text(diff: str) -> Text:
     return t
 
 
+def allowlist_text(net: Any) -> Text:
+    """The draft's allowlist, one rule a line (and whether the mode uses it)."""
+    if not net.allow:
+        return Text("no rules: every name is refused" if net.mode == "allowlist" else
+                    "no rules", "dim")
+    t = Text(no_wrap=True, overflow="ellipsis")
+    if net.mode != "allowlist":
+        t.append(f"kept, unused in mode {net.mode}:\n", "dim")
+    for i, rule in enumerate(net.allow):
+        t.append(("\n" if i else "") + f"• {plain(rule, 60)}")
+    return t
+
+
 class TuneScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "app.pop_screen", "Back", id="tune.back"),
@@ -46,14 +59,29 @@ class TuneScreen(Screen[None]):
                 tooltip="throw the draft's edits away (asks first)"),
     ]
 
+    def _draft_profile(self) -> Any:
+        try:
+            return self.app.draft.resolve()
+        except Exception:  # noqa: BLE001 - an invalid draft: the validation line says why
+            return None
+
     def compose(self) -> ComposeResult:
+        prof = self._draft_profile()
+        # composed with the draft's own mode: the Select's first Changed event then carries
+        # the value the draft has, and changes nothing
+        mode = prof.network.mode if prof is not None else "none"
         yield Static(id="tune-title")
         with Horizontal(id="tune-body"):
             with VerticalScroll(id="tune-form"):
                 yield Label("Network", classes="form-label")
                 yield Select([("none: no interfaces at all", "none"),
-                              ("loopback: 127.0.0.1 only", "loopback")],
-                             id="tune-network", allow_blank=False, value="none")
+                              ("loopback: 127.0.0.1 only", "loopback"),
+                              ("allowlist: only the names below", "allowlist")],
+                             id="tune-network", allow_blank=False, value=mode)
+                yield Label("Allow: NAME[:PORT], *.DOMAIN; -RULE drops",
+                            classes="form-label")
+                yield Input(placeholder="pypi.org", id="tune-allow")
+                yield Static(id="tune-allowlist")
                 yield Label("Limits (enter applies; none = no limit)", classes="form-label")
                 with Horizontal(classes="form-row"):
                     yield Input(placeholder="memory 512M", id="tune-memory",
@@ -110,15 +138,13 @@ class TuneScreen(Screen[None]):
         self.query_one("#tune-log", Static).update(
             Text("\n".join(f"• {plain(x, 120)}" for x in log), "") if log else
             Text("none yet: a/g/e on a denial, or the fields above", "dim"))
-        try:
-            prof = doc.resolve()
-        except Exception:  # noqa: BLE001 - shown above
-            prof = None
+        prof = self._draft_profile()
         if prof is not None:
             sel = self.query_one("#tune-network", Select)
             if sel.value != prof.network.mode:
                 with sel.prevent(Select.Changed):
                     sel.value = prof.network.mode
+            self.query_one("#tune-allowlist", Static).update(allowlist_text(prof.network))
             from flue_tui.widgets import format as fmt
 
             lim = prof.limits
@@ -150,6 +176,18 @@ class TuneScreen(Screen[None]):
         if not value:
             return
         if self.app.apply_edit(lambda d: d.set_limit(key, value)):
+            event.input.value = ""
+
+    @on(Input.Submitted, "#tune-allow")
+    def _allow(self, event: Input.Submitted) -> None:
+        value = event.value.strip()
+        if not value:
+            return
+        if value.startswith("-"):
+            ok = self.app.apply_edit(lambda d: d.remove_domain(value[1:].strip()))
+        else:
+            ok = self.app.apply_edit(lambda d: d.allow_domain(value))
+        if ok:
             event.input.value = ""
 
     @on(Input.Submitted, "#tune-bind")

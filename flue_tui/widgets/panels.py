@@ -1,4 +1,4 @@
-"""The monitor's five panels. Each one refreshes from the ``RunModel`` only while shown.
+"""The monitor's six panels. Each one refreshes from the ``RunModel`` only while shown.
 
 ``Panel.refresh_from(model)`` is called by the monitor screen after each event batch for the
 panels whose data changed and that are displayed; a hidden panel just remembers it is stale
@@ -18,7 +18,16 @@ from textual.message import Message
 from textual.widgets import DataTable, Static, TabbedContent, TabPane, Tree
 from textual.widgets.tree import TreeNode
 
-from flue_tui.model import DenialRow, FileState, RunModel, format_args, fresh, short_path
+from flue_tui.model import (
+    DenialRow,
+    FileState,
+    NetRow,
+    RunModel,
+    format_args,
+    fresh,
+    net_row_of_dns,
+    short_path,
+)
 from flue_tui.sanitize import cell, neutralise_line, plain
 from flue_tui.widgets import format as fmt
 from flue_tui.widgets.graph import Graph
@@ -522,3 +531,227 @@ class OutputPanel(Panel):
     @on(StreamView.Selected, "#output-stream")
     def _selected(self, event: StreamView.Selected) -> None:
         event.stop()
+
+
+# --------------------------------------------------------------------------- network
+
+NET_STATE = {"open": ("● open", "network--open"), "closed": ("✓ closed", "network--closed"),
+             "refused": ("✗ refused", "network--refused"),
+             "failed": ("! failed", "network--failed")}
+NET_COLUMNS = ("state", "host", "port", "via", "bytes", "time", "rule")
+
+
+def dns_entry(e: Any, t0: float, styles: dict[str, Any]) -> tuple[Text, Any]:
+    t = Text(no_wrap=True, end="")
+    t.append(f"{e.ts - t0:7.2f}s ", "dim")
+    t.append(f"{plain(e.qtype, 6):<5} ", "dim")
+    t.append(plain(e.name, 80), styles["refused"] if not e.allowed else "bold")
+    if e.allowed:
+        t.append(" → " + (", ".join(plain(a, 40) for a in e.answers) or "(no records)"),
+                 styles["closed"])
+        if e.rule:
+            t.append(f"  by {plain(e.rule, 60)}", "dim")
+    else:
+        t.append(f" → {plain(e.rcode, 10)}", styles["refused"])
+        t.append("  not in the allowlist", "dim")
+    if e.transport != "udp":
+        t.append(f"  ({plain(e.transport, 6)})", "dim")
+    return t, e
+
+
+class NetworkPanel(Panel):
+    """Every connection attempt in ``allowlist`` mode (refused ones highlighted) and, in a
+    DNS tab, every question to the sandbox's DNS stub. Shown by itself when a run is in
+    allowlist mode or reaches for the network; ``6`` toggles it."""
+
+    panel_key = "network"
+    title = "6 Network"
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"network--open", "network--closed",
+                                             "network--refused", "network--failed"}
+
+    class RowHighlighted(Message):
+        def __init__(self, row: NetRow | None) -> None:
+            super().__init__()
+            self.row = row
+
+    def compose(self) -> ComposeResult:
+        with TabbedContent(id="network-tabs"):
+            with TabPane("Requests", id="network-table-tab"):
+                yield DataTable(id="network-table", cursor_type="row", zebra_stripes=False)
+            with TabPane("DNS", id="network-dns-tab"):
+                yield StreamView(id="network-dns", empty="no DNS questions yet")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        table = self.query_one("#network-table", DataTable)
+        table.add_column("state", key="state", width=9)
+        table.add_column("host", key="host", width=22)
+        table.add_column("port", key="port", width=5)
+        table.add_column("via", key="via", width=7)
+        table.add_column("↑/↓ bytes", key="bytes", width=11)
+        table.add_column("time", key="time", width=6)
+        table.add_column("rule", key="rule")
+        self._rows: list[str] = []
+        self._seen = 0  # RunModel.net_version at the last refresh
+        self._dns_shown = 0
+        self._model: RunModel | None = None
+        self._hint()
+
+    def _hint(self) -> None:
+        # the selection's summary and the keys go on the bottom border: a line saved for
+        # the table, which has little height to spare on a small terminal
+        self.border_subtitle = Text(" a allow the domain · w allow *.its parent · d deny "
+                                    "(out of the allowlist) · enter details ", "dim")
+
+    @property
+    def filter_target(self) -> StreamView | None:
+        if self.query_one("#network-tabs", TabbedContent).active == "network-dns-tab":
+            return self.query_one("#network-dns", StreamView)
+        return None
+
+    def reset(self) -> None:
+        super().reset()
+        self._rows = []
+        self._seen = 0
+        self._dns_shown = 0
+        self.query_one("#network-table", DataTable).clear()
+        self.query_one("#network-dns", StreamView).clear()
+        self._hint()
+
+    def set_filter(self, text: str) -> None:
+        super().set_filter(text)
+        self.query_one("#network-dns", StreamView).set_filter(text)
+        if self._model is not None:
+            self._refresh_table(self._model, force=True)
+
+    def _styles(self) -> dict[str, Any]:
+        """The state colours, without the component's background (a table cell keeps the
+        row's own, the cursor's included)."""
+        from rich.style import Style
+
+        out = {}
+        for k in NET_STATE:
+            st = self.get_component_rich_style(f"network--{k}")
+            out[k] = Style(color=st.color, bold=st.bold, italic=st.italic)
+        return out
+
+    def _visible(self, model: RunModel) -> list[NetRow]:
+        rows = list(model.net.values())
+        f = self.filter_text.lower().strip()
+        if f:
+            rows = [r for r in rows if f in r.host.lower() or f in r.state
+                    or f in r.rule.lower() or f in r.via or f == str(r.port)]
+        return rows
+
+    def refresh_from(self, model: RunModel | None) -> None:
+        self.stale = False
+        self._model = model
+        if model is None:
+            return
+        self._refresh_table(model)
+        styles = self._styles()
+        t0 = model.t0 or 0.0
+        self.query_one("#network-dns", StreamView).extend(
+            dns_entry(e, t0, styles) for e in fresh(model.dns, model.dns_total, self._dns_shown))
+        self._dns_shown = model.dns_total
+        title = "6 Network"
+        if model.net_requests or model.dns_total:
+            c = model.net_counts
+            parts = [f"{model.net_requests} requests"]
+            if c.get("refused"):
+                parts.append(f"{c['refused']} refused")
+            if c.get("failed"):
+                parts.append(f"{c['failed']} failed")
+            up, down = model.net_bytes
+            if up or down:
+                parts.append(f"↑{fmt.size(up)} ↓{fmt.size(down)}")
+            title += " · " + ", ".join(parts)
+        self.border_title = title
+
+    def _refresh_table(self, model: RunModel, force: bool = False) -> None:
+        table = self.query_one("#network-table", DataTable)
+        rows = self._visible(model)
+        keys = [str(r.id) for r in rows]
+        cursor = table.cursor_row
+        cursor_key = self._rows[cursor] if 0 <= cursor < len(self._rows) else None
+        follow = cursor_key is None or cursor == len(self._rows) - 1
+        styles = self._styles()
+        n = len(self._rows)
+        if force or keys[:n] != self._rows:
+            table.clear()
+            for r in rows:
+                table.add_row(*self._cells(r, styles), key=str(r.id))
+        else:
+            for r in rows[:n]:  # the rows already shown whose request moved on
+                if r.version > self._seen:
+                    for col, value in zip(NET_COLUMNS, self._cells(r, styles), strict=True):
+                        table.update_cell(str(r.id), col, value)
+            for r in rows[n:]:
+                table.add_row(*self._cells(r, styles), key=str(r.id))
+        self._rows = keys
+        self._seen = model.net_version
+        if keys:
+            if follow:  # on the newest row: stay on the newest
+                table.move_cursor(row=len(keys) - 1, animate=False)
+            elif cursor_key in keys and keys.index(cursor_key) != table.cursor_row:
+                table.move_cursor(row=keys.index(cursor_key), animate=False)
+        self._show_detail(self.current_row())
+
+    @staticmethod
+    def _cells(r: NetRow, styles: dict[str, Any]) -> tuple[Text, ...]:
+        word, _ = NET_STATE.get(r.state, (r.state, ""))
+        style = styles.get(r.state, "")
+        refused = r.state == "refused"
+        done = r.state in ("closed", "failed")
+        return (cell(word, style),
+                cell(r.host, style if refused else "bold", limit=80),
+                Text(str(r.port), justify="right", style=style if refused else ""),
+                cell(r.via, "dim", limit=10),
+                Text(f"{fmt.size(r.bytes_up)}/{fmt.size(r.bytes_down)}" if done else "–",
+                     justify="right", style="" if done else "dim"),
+                Text(f"{r.duration * 1000:.0f}ms" if r.duration < 1 else f"{r.duration:.1f}s",
+                     justify="right", style="dim") if done else Text("–", style="dim"),
+                cell(r.rule or "–", style if refused else "dim", limit=60))
+
+    def current_row(self) -> NetRow | None:
+        """The selection: the request under the cursor, or the DNS question in the DNS tab."""
+        if self._model is None:
+            return None
+        if self.query_one("#network-tabs", TabbedContent).active == "network-dns-tab":
+            e = self.query_one("#network-dns", StreamView).selected_payload
+            return net_row_of_dns(e) if e is not None else None
+        table = self.query_one("#network-table", DataTable)
+        if 0 <= table.cursor_row < len(self._rows):
+            return self._model.net.get(int(self._rows[table.cursor_row]))
+        return None
+
+    def _show_detail(self, row: NetRow | None) -> None:
+        if row is None:
+            return
+        styles = self._styles()
+        t = Text(no_wrap=True, overflow="ellipsis", end="")
+        t.append(" " + NET_STATE.get(row.state, (row.state, ""))[0] + " ",
+                 styles.get(row.state, ""))
+        reason = plain(row.reason, 120)
+        target = plain(row.target, 80)
+        if reason.startswith(target):  # "x:443 is not in the network allowlist"
+            reason = reason[len(target):]
+        elif reason:
+            reason = ": " + reason
+        t.append(target, "bold")
+        t.append(reason)
+        extra = [f"via {row.via}"] if row.via else []
+        if row.address:
+            extra.append(f"to {plain(row.address, 50)}")
+        if row.sni:
+            extra.append(f"sni {plain(row.sni, 60)}")
+        if extra:
+            t.append(" · " + " ".join(extra), "dim")
+        t.append(" · a allow · w *.parent · d deny ", "dim")
+        self.border_subtitle = t
+
+    @on(DataTable.RowHighlighted, "#network-table")
+    def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        row = self.current_row()
+        self._show_detail(row)
+        self.post_message(self.RowHighlighted(row))

@@ -58,6 +58,8 @@ class StatusLine(Static):
             t.append(f" (edited +{a} −{r})", style("status--warn"))
         t.append(f"  denials {run.denial_total}", style("status--warn") if run.denial_total
                  else None)
+        if run.net_refused:
+            t.append(f"  net refused {run.net_refused}", style("status--warn"))
         x = run.exited
         if x is not None:
             flags = [f for f, on in (("OOM", x.oom_killed), ("TIMEOUT", x.timed_out),
@@ -89,6 +91,9 @@ class StatusLine(Static):
         ns = iso.get("namespaces") or []
         seccomp = str(iso.get("seccomp", ""))
         net = str(iso.get("network", "?")).split(" (", 1)[0]  # the mode; Tune has the rest
+        rules = run.network_rules
+        if rules is not None:  # allowlist: how long the list is (6 shows the requests)
+            net += f" {rules} rule" + ("s" if rules != 1 else "")
         parts = [f"{len(ns)} namespaces" if ns else "no namespaces",
                  "seccomp " + ("observed" if "observed" in seccomp else
                                "errno-only" if seccomp else "off"),

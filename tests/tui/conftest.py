@@ -42,3 +42,47 @@ def real_sandboxes_available() -> tuple[bool, str]:
     if os.geteuid() != 0 and not Path("/proc/sys/kernel/unprivileged_userns_clone").exists():
         return True, ""
     return True, ""
+
+
+# --------------------------------------------------------------------------- the network tests
+
+
+class WebServer:
+    """The "internet" of the network tests: an HTTP server on this machine's 127.0.0.1 that
+    answers every GET with ``hello from HOST``. Sandboxes reach it by name through the
+    resolver map (``--resolve NAME=127.0.0.1``): the system resolver is never asked."""
+
+    def __init__(self, port: int = 0) -> None:
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                host = (self.headers.get("Host") or "").rsplit(":", 1)[0]
+                body = f"hello from {host}\n".encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def web_server():  # type: ignore[no-untyped-def]
+    s = WebServer()
+    try:
+        yield s
+    finally:
+        s.close()

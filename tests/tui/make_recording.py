@@ -2,10 +2,13 @@
 
     .venv/bin/python tests/tui/make_recording.py            # writes tests/tui/recordings/
 
-Two recordings: ``demo.jsonl`` (the default profile) and ``demo-ptrace.jsonl`` (the default
+Three recordings: ``demo.jsonl`` (the default profile) and ``demo-ptrace.jsonl`` (the default
 profile with ptrace allowed, as the workbench's `a` would do), so the history snapshot has a
-denial that went away. Timestamps are shifted to start at 1000.0 s so the files do not depend
-on this machine's uptime.
+denial that went away; and ``net.jsonl``, ``programs/net_agent.py`` in allowlist mode reaching
+one allowlisted name and two others (refused), all served by an HTTP server this script starts
+on 127.0.0.1 and named through the resolver map (no name goes to the system resolver).
+Timestamps are shifted to start at 1000.0 s so the files do not depend on this machine's
+uptime.
 """
 
 from __future__ import annotations
@@ -24,18 +27,22 @@ from engine.profile import load_profile
 from engine.profile.edit import ProfileDocument
 from flue_tui.runspec import RunSpec, prepare
 
-OUT = Path(__file__).resolve().parent / "recordings"
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "recordings"
+NET_PORT = 18080  # the test server's port when free (the snapshots then stay the same)
+NET_NAMES = ("pkgs.example.test", "tracker.example.test", "telemetry.example.test")
 
 
-async def record(profile, path: Path) -> None:
+async def record(profile, path: Path, argv=("python3", "examples/demo_agent.py"),
+                 hosts=None) -> None:
     from engine.sandbox import Sandbox
 
-    spec = RunSpec(argv=("python3", "examples/demo_agent.py"), cwd=str(ROOT))
+    spec = RunSpec(argv=tuple(argv), cwd=str(ROOT))
     prep = prepare(spec)
     got: list[ev.Event] = []
     sb = Sandbox(list(prep.argv), profile, binds=prep.binds, capture_output=True,
                  watch_files=True, name="flue-demo-1",
-                 env=(("FLUE_SANDBOX_ID", "flue-demo-1"),))
+                 env=(("FLUE_SANDBOX_ID", "flue-demo-1"),), hosts=hosts)
     sb.subscribe(got.append)
     await sb.run()
     t0 = got[0].ts
@@ -48,6 +55,9 @@ async def record(profile, path: Path) -> None:
             changes["tid"] = 0
         if isinstance(e, ev.Started):
             changes["pid"] = 0
+            src = getattr(e, "profile_source", "")
+            if src and src.startswith(str(ROOT) + os.sep):  # no path of this machine
+                changes["profile_source"] = os.path.relpath(src, ROOT)
         if isinstance(e, (ev.ProcessStarted, ev.ProcessExited)):
             changes["host_pid"] = 0
         if isinstance(e, ev.ProcessTable):
@@ -65,7 +75,26 @@ def main() -> int:
     doc = ProfileDocument.open("default")
     doc.allow_syscall("ptrace")
     asyncio.run(record(doc.resolve(), OUT / "demo-ptrace.jsonl"))
+    record_network()
     return 0
+
+
+def record_network() -> None:
+    sys.path.insert(0, str(HERE))
+    from conftest import WebServer
+
+    try:
+        web = WebServer(NET_PORT)
+    except OSError:
+        web = WebServer()
+    try:
+        doc = ProfileDocument.open("default")
+        doc.allow_domain(f"{NET_NAMES[0]}:{web.port}")
+        argv = ("python3", "tests/tui/programs/net_agent.py", str(web.port), *NET_NAMES)
+        asyncio.run(record(doc.resolve(), OUT / "net.jsonl", argv,
+                           hosts={n: "127.0.0.1" for n in NET_NAMES}))
+    finally:
+        web.close()
 
 
 if __name__ == "__main__":

@@ -4,18 +4,16 @@ Reproduces what a user sees in tmux: set Network to loopback in Tune, go back (e
 `t` again -- the select shows "none" again and the draft's diff loses the [network] hunk
 (the monitor said "edited +18 −6", the re-opened Tune says "+17 −5"). The Select is composed
 with value="none"; its Changed event for that initial value arrives after on_mount has set the
-real mode, and the handler writes "none" into the draft.
+real mode, and the handler writes "none" into the draft. (Fixed: the Select is composed with
+the draft's own mode.)
 """
 
 from __future__ import annotations
-
-import pytest
 
 from flue_tui.app import make_app
 from flue_tui.screens.tune import TuneScreen
 
 
-@pytest.mark.xfail(strict=True, reason="re-opening Tune resets a loopback draft to network none")
 async def test_reopening_tune_keeps_network_loopback() -> None:
     app = make_app(None, remember=False, blink=False)
     async with app.run_test(size=(120, 40)) as pilot:

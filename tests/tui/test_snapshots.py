@@ -12,17 +12,28 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from conftest import AGENT_PROFILE, DEMO, DEMO_PTRACE, ROOT
+from conftest import AGENT_PROFILE, DEMO, DEMO_PTRACE, RECORDINGS, ROOT
 
 from flue_tui.app import make_app
 
 SIZES = [(80, 24), (120, 40)]
 PROFILE = str(AGENT_PROFILE.relative_to(ROOT))
+NET = RECORDINGS / "net.jsonl"  # net_agent.py in allowlist mode: one name allowed, two refused
 
 
 def app_for(**kw: Any):  # type: ignore[no-untyped-def]
     return make_app(["python3", "examples/demo_agent.py"], profile=PROFILE, cwd="/home/user/project",
                     replay=[DEMO, DEMO_PTRACE], remember=False, blink=False, **kw)
+
+
+def net_app():  # type: ignore[no-untyped-def]
+    import json
+
+    with NET.open(encoding="utf-8") as f:
+        recorded = json.loads(f.readline())["argv"]  # the port the recording's server had
+    argv = ["python3", "tests/tui/programs/net_agent.py", *recorded[2:]]
+    return make_app(argv, profile=PROFILE, cwd="/home/user/project", replay=[NET],
+                    remember=False, blink=False)
 
 
 async def settle(pilot: Any) -> None:
@@ -125,3 +136,42 @@ def test_help(snap_compare: Any, size: tuple[int, int]) -> None:
         await pilot.press("question_mark")
 
     assert snap_compare(app_for(), terminal_size=size, run_before=steps(help_))
+
+
+def focus_requests(pilot: Any, host: str | None = None) -> None:
+    screen = pilot.app.screen
+    table = screen.query_one("#network-table")
+    table.focus()
+    if host is not None:
+        model = pilot.app.run_model
+        rid = next(str(r.id) for r in model.net.values() if r.host == host)
+        table.move_cursor(row=screen.panel("network")._rows.index(rid), animate=False)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_network(snap_compare: Any, size: tuple[int, int]) -> None:
+    async def network(pilot: Any) -> None:
+        focus_requests(pilot, "tracker.example.test")
+
+    assert snap_compare(net_app(), terminal_size=size, run_before=steps(network))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_network_dns(snap_compare: Any, size: tuple[int, int]) -> None:
+    async def dns(pilot: Any) -> None:
+        focus_requests(pilot)
+        await pilot.press("right_square_bracket")
+
+    assert snap_compare(net_app(), terminal_size=size, run_before=steps(dns))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_network_allowed_in_tune(snap_compare: Any, size: tuple[int, int]) -> None:
+    async def allow(pilot: Any) -> None:
+        focus_requests(pilot, "tracker.example.test")
+        await pilot.press("a")
+
+    async def tune(pilot: Any) -> None:
+        await pilot.press("t")
+
+    assert snap_compare(net_app(), terminal_size=size, run_before=steps(allow, tune))
