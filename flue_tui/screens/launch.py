@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import ClassVar
 
@@ -47,6 +46,8 @@ class LaunchScreen(Screen[RunSpec | None]):
         current = spec.profile if spec else self.app.profile_ref
         if current not in [v for _, v in profiles]:
             profiles.append((current, current))
+        self._profile_options = profiles
+        self._profile_values = {v for _, v in profiles}
         lim = spec.limits if spec else QuickLimits()
         yield Static(Text(" New run ", "reverse bold"), id="launch-title")
         with VerticalScroll(id="launch-form"):
@@ -63,8 +64,14 @@ class LaunchScreen(Screen[RunSpec | None]):
                                 classes="form-label")
                     yield Input(value=spec.workspace if spec else "", id="launch-workspace",
                                 placeholder="(private tmpfs)")
-            yield Label("Profile", classes="form-label")
-            yield Select(profiles, value=current, id="launch-profile", allow_blank=False)
+            with Horizontal(classes="form-row"):
+                with Vertical(classes="form-col"):
+                    yield Label("Profile", classes="form-label")
+                    yield Select(profiles, value=current, id="launch-profile",
+                                 allow_blank=False)
+                with Vertical(classes="form-col"):
+                    yield Label("…or a profile file (enter picks it)", classes="form-label")
+                    yield Input(id="launch-profile-path", placeholder="./my-agent.toml")
             yield Label("Quick limits for this run (empty keeps the profile's; none removes)",
                         classes="form-label")
             with Horizontal(classes="form-row"):
@@ -111,14 +118,56 @@ class LaunchScreen(Screen[RunSpec | None]):
         self.query_one("#launch-cmd", Input).value = spec.command_line
         self.query_one("#launch-cwd", Input).value = spec.cwd
         self.query_one("#launch-workspace", Input).value = spec.workspace
-        sel = self.query_one("#launch-profile", Select)
-        with contextlib.suppress(Exception):  # a profile that no longer exists
-            sel.value = spec.profile
+        if not self.pick_profile(spec.profile):
+            self._error(f"the profile of that run, {spec.profile}, cannot be opened any more: "
+                        "pick another")
         for key in ("memory", "cpus", "pids", "timeout"):
             self.query_one(f"#launch-{key}", Input).value = getattr(spec.limits, key)
         self.query_one("#launch-network", Select).value = spec.limits.network
         self._extra = spec.limits
         self.query_one("#launch-cmd", Input).focus()
+
+    def pick_profile(self, ref: str) -> bool:
+        """Select profile ``ref`` (a name, or a path: added to the picker's choices). False
+        when there is no such profile."""
+        from engine.errors import EngineError
+        from engine.profile.edit import locate
+
+        sel = self.query_one("#launch-profile", Select)
+        if ref not in self._profile_values:
+            try:
+                path = locate(ref)
+            except EngineError:
+                return False
+            self._profile_options.append((f"{ref} (file {path})"[:80], ref))
+            self._profile_values.add(ref)
+            sel.set_options(self._profile_options)
+        sel.value = ref
+        return True
+
+    @on(Input.Submitted, "#launch-profile-path")
+    def _profile_path(self, event: Input.Submitted) -> None:
+        event.stop()
+        if self._typed_profile():
+            self.query_one("#launch-error", Static).update("")
+            self.query_one("#launch-profile", Select).focus()
+
+    def _typed_profile(self) -> bool:
+        """The profile typed in the file field, picked (and the field emptied); False, with
+        the error shown, when there is none by that path or name."""
+        box = self.query_one("#launch-profile-path", Input)
+        ref = os.path.expanduser(box.value.strip())
+        if not ref:
+            return True
+        if ("/" in ref or ref.endswith(".toml")) and not os.path.isabs(ref):
+            # a relative path: from the form's directory, like the command's scripts
+            cwd = self.query_one("#launch-cwd", Input).value.strip() or os.getcwd()
+            ref = os.path.normpath(os.path.join(cwd, ref))
+        if not self.pick_profile(ref):
+            self._error(f"no profile {ref}: give a .toml file's path (or a profile's name)")
+            return False
+        box.value = ""
+        return True
 
     def _error(self, msg: str) -> None:
         self.query_one("#launch-error", Static).update(Text("✗ " + msg, "bold red"))
@@ -140,6 +189,8 @@ class LaunchScreen(Screen[RunSpec | None]):
         ws = self.query_one("#launch-workspace", Input).value.strip()
         if ws and not os.path.isdir(ws):
             self._error(f"workspace {ws} does not exist")
+            return None
+        if not self._typed_profile():
             return None
         net = self.query_one("#launch-network", Select).value
         # the command line's --allow-domain and --resolve stay (the form has no field
@@ -163,7 +214,8 @@ class LaunchScreen(Screen[RunSpec | None]):
 
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
-        self.action_run()
+        if event.input.id != "launch-profile-path":  # that one picks a profile
+            self.action_run()
 
     @on(Button.Pressed, "#launch-run")
     def _run_pressed(self) -> None:
