@@ -512,7 +512,6 @@ class FlueApp(App[int]):
                 if not b.tooltip and b.action.startswith("toggle_panel"):
                     what = f"show or hide the {b.description} panel"
                 out.append((shown, what, b.id or ""))
-
             return out
 
         return [
@@ -534,7 +533,6 @@ class FlueApp(App[int]):
         if getattr(self.screen, "quit_question", False):
             return  # asked already
         reasons = []
-
         if self.bridge.running:
             reasons.append("a sandbox is still running (it will be killed)")
         if self.draft is not None and self.draft.dirty:
@@ -551,7 +549,6 @@ class FlueApp(App[int]):
         modal = ConfirmModal("Quit? " + "; ".join(reasons) + ".", yes="Quit")
         modal.quit_question = True
         self.push_screen(modal, answer)
-
 
     # --- the command palette -------------------------------------------------------------------
 

@@ -48,7 +48,6 @@ class ErrorModal(ModalScreen[None]):
 
 class ConfirmModal(ModalScreen[bool]):
     quit_question = False  # the app's "Quit?": a second ctrl+q does not stack another
-
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,n", "answer(False)", "No", id="confirm.no"),
                 Binding("y", "answer(True)", "Yes", id="confirm.yes")]
 
@@ -184,4 +183,3 @@ def help_table(sections: list[tuple[str, list[tuple[str, str, str]]]]) -> Any:
     parts.append(Text("Remap any key by its id in $XDG_CONFIG_HOME/flue/tui.toml, e.g.\n"
                       '  [keymap]\n  "monitor.allow" = "A"', "dim"))
     return Group(*parts)
-

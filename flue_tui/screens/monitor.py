@@ -120,7 +120,6 @@ class MonitorScreen(Screen[None]):
         marked stale meanwhile, and the status line)."""
         self.update_panels(set())
 
-
     def update_panels(self, changed: set[str]) -> None:
         model = self.model
         if changed & {"network", "status"}:
