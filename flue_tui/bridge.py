@@ -1,11 +1,9 @@
 """The one place flue-tui talks to the engine.
 
 ``Bridge.run`` is awaited inside the app's engine worker (``@work(group="engine",
-exclusive=True)``): it starts a sandbox through the fork server, on an event loop of its own
-in a thread of its own (the sandbox's supervisor answers denials and drains the program's
-output there, so a flood neither waits for the UI's frames nor delays them beyond the GIL's
-turns), collects its events from the engine's synchronous callback, and posts them to the
-app (``post_message`` is thread-safe) in batches every ``interval`` seconds -- one ``EventBatch`` per tick (never replaced), plus the latest process table as a
+exclusive=True)``): it starts a sandbox through the fork server, collects its events from the
+engine's synchronous callback, and posts them to the app in batches every ``interval``
+seconds -- one ``EventBatch`` per tick (never replaced), plus the latest process table as a
 ``ProcessSnapshot`` (which replaces an older one still waiting). At most one batch is in the
 app's queue at a time: while the app has not applied the last one, events keep collecting
 into the next, so a flood the app cannot fold in 75 ms makes fewer, larger batches instead
@@ -92,7 +90,6 @@ class Bridge:
         self.allow_unlimited = allow_unlimited
         self._spawner: Any = None
         self._sandbox: Any = None
-        self._engine_loop: asyncio.AbstractEventLoop | None = None  # the running sandbox's
         self.clock: Callable[[], float] = time.monotonic
 
     # --- the fork server ------------------------------------------------------------------
@@ -121,25 +118,14 @@ class Bridge:
 
     # --- control --------------------------------------------------------------------------
 
-    def _in_engine(self, fn: Callable[[], Any]) -> None:
-        """Call ``fn`` on the running sandbox's own loop (its thread), or here if none."""
-        loop = self._engine_loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # closed meanwhile: the run is over
-                loop.call_soon_threadsafe(fn)
-                return
-        fn()
-
     def stop(self) -> None:
         """Ask the sandbox to stop (SIGTERM to its PID 1, which forwards it)."""
-        sb = self._sandbox
-        if sb is not None:
-            self._in_engine(lambda: sb.send_signal(signal.SIGTERM))
+        if self._sandbox is not None:
+            self._sandbox.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
-        sb = self._sandbox
-        if sb is not None:
-            self._in_engine(sb.kill)
+        if self._sandbox is not None:
+            self._sandbox.kill()
 
     # --- a run ----------------------------------------------------------------------------
 
@@ -158,67 +144,24 @@ class Bridge:
                      observe=True, allow_unlimited=self.allow_unlimited)
         sb.subscribe(batch.add)
         self._sandbox = sb
-        ui_loop = asyncio.get_running_loop()
-        done: asyncio.Future[Any] = ui_loop.create_future()
-        started = threading.Event()
-
-        def settle(fn: Callable[[], Any]) -> None:
-            with contextlib.suppress(RuntimeError):  # the app's loop is gone (it quit)
-                ui_loop.call_soon_threadsafe(fn)
-
-        def finish(ok: bool, value: Any) -> None:  # on the app's loop
-            if done.done():
-                return
-            if ok:
-                done.set_result(value)
-            elif isinstance(value, asyncio.CancelledError):
-                done.cancel()
-            else:
-                done.set_exception(value)
-
-        def engine() -> None:
-            loop = asyncio.new_event_loop()
-            self._engine_loop = loop
-            started.set()
-            outcome: tuple[bool, Any]
-            try:
-                outcome = (True, loop.run_until_complete(self._supervise(sb, batch)))
-            except BaseException as err:  # noqa: BLE001 - handed to the worker as it is
-                outcome = (False, err)
-            finally:
-                # the last events are posted before the result: RunFinished comes after them
-                batch.flush(force=True)
-                self._engine_loop = None
-                loop.close()
-            settle(lambda: finish(*outcome))
-
-        thread = threading.Thread(target=engine, name=f"flue-engine-{run}", daemon=True)
+        ticker = asyncio.create_task(self._tick(batch))
         result = None
         try:
-            thread.start()
-            started.wait()
-            result = await asyncio.shield(done)
+            await sb.start()
+            result = await sb.wait()
             return result
         except asyncio.CancelledError:
-            self.kill()
+            sb.kill()
             with contextlib.suppress(Exception):  # gone already, or never started
-                result = await asyncio.wait_for(asyncio.shield(done), 5)
+                result = await asyncio.wait_for(sb.wait(), 5)
             raise
         finally:
+            ticker.cancel()
+            batch.flush(force=True)
             self._sandbox = None
             if recorder is not None:
-                await asyncio.get_running_loop().run_in_executor(None, thread.join, 5)
                 recorder.close()
             self.post(RunFinished(run, result))
-
-    async def _supervise(self, sb: Any, batch: _Batcher) -> Any:
-        """The sandbox's whole life, on the engine thread's loop."""
-        ticker = asyncio.create_task(self._tick(batch))
-        try:
-            await sb.start()
-            return await sb.wait()
-        finally:
-            ticker.cancel()
 
     async def _tick(self, batch: _Batcher) -> None:
         while True:
