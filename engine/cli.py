@@ -4,8 +4,11 @@
              [--allow-domain D]... [--resolve NAME=ADDRESS]...
              [--bind SRC[:DST][:ro|:rw]]... [--env K=V]... [--workspace DIR]
              [--report FILE] [--events FILE] -- CMD [ARG...]
+    flue learn [-p BASE] [-o OUT.toml] [run options] -- CMD [ARG...]
+    flue explain REPORT.json|EVENTS.jsonl
     flue doctor
     flue profiles list | show NAME | validate FILE
+    flue profiles relax|tighten PROFILE --from RUN... [--write]
 """
 
 from __future__ import annotations
@@ -68,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="answer denials with a plain errno filter (no user notification)")
     r.add_argument("--sample-interval", type=float, default=0.25, metavar="S",
                    help="resource sample period in seconds (default 0.25)")
+    r.add_argument("--observe-paths", action="store_true",
+                   help="report path lookups that fail inside where the host has the path "
+                   "(for flue explain; each lookup costs a round trip to the supervisor)")
     t = r.add_mutually_exclusive_group()
     t.add_argument("-t", "--tty", dest="tty", action="store_const", const="on", default="auto",
                    help="give the sandbox a terminal of its own (a pty relayed to flue's "
@@ -78,6 +84,11 @@ def _parser() -> argparse.ArgumentParser:
                    "sandbox reads the terminal even when flue is in the background)")
     r.add_argument("command", nargs=argparse.REMAINDER)
 
+    from engine import cli_tools
+
+    cli_tools.add_learn_parser(sub)
+    cli_tools.add_explain_parser(sub)
+
     sub.add_parser("doctor", help="check what this machine supports, with fixes")
 
     pr = sub.add_parser("profiles", help="list, show or validate profiles")
@@ -87,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     sh.add_argument("name")
     va = psub.add_parser("validate", help="check a profile file")
     va.add_argument("file")
+    cli_tools.add_tune_parsers(psub)
     return p
 
 
@@ -175,7 +187,7 @@ def _run_blocking(a: argparse.Namespace, argv: list[str], profile: Any, binds: A
     sb = Sandbox(argv, profile, workspace=a.workspace, binds=binds, env=env,
                  host_uid=a.host_uid, allow_unlimited=a.allow_unlimited,
                  observe=not a.no_observe, sample_interval=a.sample_interval, live=False,
-                 tty=_tty(a))
+                 observe_paths=a.observe_paths, tty=_tty(a))
     sigs = [getattr(signal, name) for name in FORWARDED]
     old = {sig: signal.signal(sig, lambda signo, _frame: sb.send_signal(signo)) for sig in sigs}
     try:
@@ -196,7 +208,8 @@ async def _run(a: argparse.Namespace, argv: list[str], profile: Any, binds: Any,
     sb = Sandbox(argv, profile, workspace=a.workspace, binds=binds, env=env,
                  host_uid=a.host_uid, allow_unlimited=a.allow_unlimited,
                  observe=not a.no_observe, sample_interval=a.sample_interval,
-                 watch_files=bool(a.events), live=bool(a.events), tty=_tty(a))
+                 watch_files=bool(a.events), live=bool(a.events),
+                 observe_paths=a.observe_paths, tty=_tty(a))
     events_file = _open_output(a.events) if a.events else None
     writer = None
     if events_file is not None:
@@ -284,6 +297,7 @@ def _conclude(a: argparse.Namespace, argv: list[str], profile: Any, result: Any)
         report = result.to_dict()
         report["command"] = argv
         report["profile"] = profile.name
+        report["profile_source"] = profile.source or ""
         _write_atomically(a.report, json.dumps(report, indent=2) + "\n")
     return int(result.exit_code)
 
@@ -382,7 +396,19 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "doctor":
             return cmd_doctor(a)
         if a.cmd == "profiles":
+            if a.pcmd in ("relax", "tighten"):
+                from engine.cli_tools import cmd_tune
+
+                return cmd_tune(a)
             return cmd_profiles(a)
+        if a.cmd == "learn":
+            from engine.cli_tools import cmd_learn
+
+            return cmd_learn(a)
+        if a.cmd == "explain":
+            from engine.cli_tools import cmd_explain
+
+            return cmd_explain(a)
     except KeyboardInterrupt:
         return 130
     except Exception as err:

@@ -69,6 +69,7 @@ class Started(Event):
     isolation: dict[str, Any] = field(default_factory=dict)  # what was really applied
     limits: dict[str, Any] = field(default_factory=dict)
     degraded: tuple[str, ...] = ()
+    profile_source: str = ""  # the profile's file (flue explain and relax find it there)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +218,61 @@ class DnsQuery(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class PathMissing(Event):
+    """A path lookup that fails inside the sandbox where the host has something: the bind,
+    ``[filesystem] etc`` entry or /dev node that would make it visible (seen when paths are
+    observed: ``flue learn``, ``flue run --observe-paths``). Once per missing place."""
+
+    kind: ClassVar[str] = "path_missing"
+    path: str = ""  # as the program asked for it, absolute inside
+    place: str = ""  # the first component that is missing inside, after symlinks
+    syscall: str = ""  # openat, execve, newfstatat ...
+    op: str = ""  # open-read | open-write | create | exec | stat | lstat | access | chdir
+    write: bool = False  # the lookup would write there (a read-write bind would be needed)
+    kind_on_host: str = ""  # what the host has at ``place``: file | dir | device | symlink
+    pid: int = 0  # inside
+    comm: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LearnSummary(Event):
+    """Everything learn mode saw (``engine.learn.observation.Observation.to_dict()``), sent
+    once just before ``Exited``."""
+
+    kind: ClassVar[str] = "learn_summary"
+    observed: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AskRequested(Event):
+    """Ask mode: a syscall the profile refuses is held while someone decides (the calling
+    thread waits in it). ``key`` is what a decision applies to: the syscall, and for socket,
+    ioctl, clone and personality the decoded argument that matters (never a pointer's)."""
+
+    kind: ClassVar[str] = "ask_requested"
+    id: int = 0
+    key: str = ""  # "keyctl", "socket AF_PACKET", "ioctl TIOCSTI"
+    name: str = ""
+    nr: int = 0
+    decoded: dict[str, Any] = field(default_factory=dict)
+    pid: int = 0
+    comm: str = ""
+    exe: str = ""
+    errno: int = 0  # what a denial answers
+    timeout: float = 0.0  # seconds until it falls back to deny
+
+
+@dataclass(frozen=True, slots=True)
+class AskAnswered(Event):
+    kind: ClassVar[str] = "ask_answered"
+    id: int = 0
+    key: str = ""
+    decision: str = ""  # allow-once | allow-always | deny | deny-always
+    by: str = "user"  # user | timeout | rule (an earlier -always decision) | end
+    calls: int = 1  # how many held calls this answer released
+
+
+@dataclass(frozen=True, slots=True)
 class Exited(Event):
     kind: ClassVar[str] = "exited"
     exit_code: int = 0
@@ -235,5 +291,6 @@ class Exited(Event):
 REGISTRY: dict[str, type[Event]] = {
     c.kind: c
     for c in (Started, SyscallDenied, ResourceSample, LimitHit, FileChanged, ProcessStarted, ProcessExited,
-              ProcessTable, WorkspaceManifest, Output, Notice, NetworkRequest, DnsQuery, Exited)
+              ProcessTable, WorkspaceManifest, Output, Notice, NetworkRequest, DnsQuery,
+              PathMissing, LearnSummary, AskRequested, AskAnswered, Exited)
 }

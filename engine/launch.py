@@ -1047,7 +1047,16 @@ def main_process(plan: LaunchPlan, ctrl: int, to_init_w: int, go_r: int, exec_w:
         envb = {k.encode(): v.encode() for k, v in env.items()}
         argvb = [a.encode() for a in plan.argv]
         flags = libc.SECCOMP_FILTER_FLAG_NEW_LISTENER if plan.seccomp_notify else 0
-        listener = libc.seccomp_load_bpf(plan.seccomp_bpf, flags)
+        if flags:
+            try:
+                listener = libc.seccomp_load_bpf(
+                    plan.seccomp_bpf, flags | libc.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV)
+            except OSError as err:
+                if err.errno != errno.EINVAL:  # older than 5.19: without it
+                    raise
+                listener = libc.seccomp_load_bpf(plan.seccomp_bpf, flags)
+        else:
+            listener = libc.seccomp_load_bpf(plan.seccomp_bpf, flags)
     except OSError as err:
         die(err.errno or errno.EPERM, EXEC_STAGE_SETUP)
     # from here on the filter applies: only read, write, close and execve

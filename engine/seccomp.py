@@ -20,6 +20,12 @@ refused like a denied syscall (EPERM by default), so a sandbox cannot leave a se
 set-gid program in a bound workspace. openat2 passes its mode in memory, out of the
 filter's reach: it answers ENOSYS (libc never needs it; callers fall back to openat)
 unless the profile sets ``allow_openat2``.
+
+Learn mode (``compile_filter(..., learn=True)``, for ``flue learn``): every allowed syscall
+outside ``LEARN_CORE`` is TRACE (reported, then continued: observation only). An
+argument-filtered one is reported only for the argument values its filter allows; the values
+it refuses are answered ERRNO in the filter itself, so what the supervisor continues is never
+a decision of its own.
 """
 
 from __future__ import annotations
@@ -75,6 +81,16 @@ ACT_TRACE = "trace"  # allowed, but reported to the supervisor first (notify + c
 
 # allowed syscalls the supervisor observes to report processes (exec and exit), when notified
 TRACE_PROCESS = ("execve", "execveat", "exit_group")
+# learn mode: the calls every program makes all the time, left unobserved (counted as used):
+# reporting them would cost a round trip to the supervisor each and tell nothing new
+LEARN_CORE = ("read", "write", "close", "futex", "mmap", "munmap", "mprotect", "brk", "madvise",
+              "lseek", "fstat", "readv", "writev", "pread64", "pwrite64", "rt_sigprocmask",
+              "rt_sigaction", "rt_sigreturn", "restart_syscall", "sched_yield", "getpid",
+              "gettid", "clock_gettime", "gettimeofday", "exit",
+              # process creation: an EINTR there is fatal to most programs (a signal reaching a
+              # caller whose notification was not received yet makes one), and every program
+              # that makes processes uses them
+              "clone", "fork", "vfork")
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,10 +193,11 @@ def _family_numbers(names: tuple[str, ...]) -> set[int]:
 
 
 def _cache_key(policy: SeccompPolicy, notify: bool, arch: str,
-               trace: tuple[str, ...] = ()) -> str:
+               trace: tuple[str, ...] = (), learn: bool = False) -> str:
     blob = json.dumps(
         {
-            "v": 5,
+            "v": 6,
+            "learn": learn,
             "allow": sorted(policy.allow),
             "kill": sorted(policy.kill),
             "errno": sorted(policy.errno),
@@ -198,15 +215,17 @@ def _cache_key(policy: SeccompPolicy, notify: bool, arch: str,
 
 
 def compile_filter(policy: SeccompPolicy, *, notify: bool, use_cache: bool = True,
-                   trace: tuple[str, ...] = ()) -> CompiledFilter:
+                   trace: tuple[str, ...] = (), learn: bool = False) -> CompiledFilter:
     """Build the BPF program for ``policy``. ``notify`` routes denials to a listener;
-    ``trace`` names allowed syscalls that are reported to it first, then continued."""
+    ``trace`` names allowed syscalls that are reported to it first, then continued;
+    ``learn`` (with ``notify``) traces every allowed syscall outside ``LEARN_CORE``."""
     import platform
 
     arch = platform.machine()
     known = native_syscalls()
-    table = _verdicts(policy, known, notify, trace if notify else ())
-    key = _cache_key(policy, notify, arch, trace if notify else ())
+    learn = learn and notify
+    table = _verdicts(policy, known, notify, trace if notify else (), learn)
+    key = _cache_key(policy, notify, arch, trace if notify else (), learn)
     # the compiled program is kept with a digest of itself and of what it was compiled from
     # (the key, re-derived from the policy, and this kernel's syscall numbers: together they
     # determine the verdict table): a program that does not belong to exactly this policy is
@@ -251,7 +270,7 @@ def _cached_program(key: str, digest: bytes) -> bytes | None:
 
 
 def _verdicts(policy: SeccompPolicy, known: dict[str, int], notify: bool,
-              trace: tuple[str, ...] = ()) -> dict[int, SyscallVerdict]:
+              trace: tuple[str, ...] = (), learn: bool = False) -> dict[int, SyscallVerdict]:
     table: dict[int, SyscallVerdict] = {}
     deny_action = ACT_NOTIFY if notify else ACT_ERRNO
     for name, nr in known.items():
@@ -280,13 +299,22 @@ def _verdicts(policy: SeccompPolicy, known: dict[str, int], notify: bool,
                 # back to openat, whose mode is checked
                 table[nr] = SyscallVerdict(name, deny_action, _errno.ENOSYS, "set-id modes")
                 continue
-            if name in trace and not filt:
-                table[nr] = SyscallVerdict(name, ACT_TRACE, err)
+            if learn and name not in LEARN_CORE:
+                table[nr] = SyscallVerdict(name, ACT_TRACE, err, filt)
+                continue
+            if name in trace:  # (an argument filter's refusals then answer in the kernel)
+                table[nr] = SyscallVerdict(name, ACT_TRACE, err, filt)
                 continue
             table[nr] = SyscallVerdict(name, ACT_ALLOW, err, filt)
         else:
             table[nr] = SyscallVerdict(name, deny_action, err)
     return table
+
+
+def _plain_errno(sc: Any) -> Any:
+    def refuse(v: SyscallVerdict) -> int:
+        return int(sc.ERRNO(v.errno or _errno.EPERM))
+    return refuse
 
 
 def _build(policy: SeccompPolicy, known: dict[str, int], table: dict[int, SyscallVerdict],
@@ -306,9 +334,17 @@ def _build(policy: SeccompPolicy, known: dict[str, int], table: dict[int, Syscal
 
     A = sc.Arg
     for nr, v in table.items():
+        # an argument-filtered syscall: what its filter allows is ALLOW, or NOTIFY when it is
+        # traced (learn mode); what it refuses is the usual denial, except when traced: then
+        # plain ERRNO, so every notification of that number is one to continue
+        ok = sc.ALLOW
+        refuse = deny
+        if v.action == ACT_TRACE:
+            ok = sc.NOTIFY
+            refuse = _plain_errno(sc)
         if v.action == ACT_KILL:
             f.add_rule(sc.KILL_PROCESS, nr)
-        elif v.action == ACT_TRACE:
+        elif v.action == ACT_TRACE and not v.filtered:
             f.add_rule(sc.NOTIFY, nr)
         elif v.action in (ACT_ERRNO, ACT_NOTIFY):
             if v.errno == _errno.ENOSYS and not notify:
@@ -317,38 +353,38 @@ def _build(policy: SeccompPolicy, known: dict[str, int], table: dict[int, Syscal
         elif not v.filtered:
             f.add_rule(sc.ALLOW, nr)
         elif v.filtered == "namespace flags":
-            f.add_rule(sc.ALLOW, nr, A(0, sc.MASKED_EQ, CLONE_NS_MASK, 0))
+            f.add_rule(ok, nr, A(0, sc.MASKED_EQ, CLONE_NS_MASK, 0))
             for flag in CLONE_NS_FLAGS:
-                f.add_rule(deny(v), nr, A(0, sc.MASKED_EQ, flag, flag))
+                f.add_rule(refuse(v), nr, A(0, sc.MASKED_EQ, flag, flag))
         elif v.filtered == "socket family":
             allowed = _family_numbers(policy.socket_families)
             for fam in range(64):
-                f.add_rule(sc.ALLOW if fam in allowed else deny(v), nr, A(0, sc.EQ, fam))
-            f.add_rule(deny(v), nr, A(0, sc.GT, 63))
+                f.add_rule(ok if fam in allowed else refuse(v), nr, A(0, sc.EQ, fam))
+            f.add_rule(refuse(v), nr, A(0, sc.GT, 63))
         elif v.filtered == "terminal ioctls":
-            f.add_rule(sc.ALLOW, nr, A(1, sc.LT, TIOCSTI))
-            f.add_rule(sc.ALLOW, nr, A(1, sc.GT, TIOCLINUX))
+            f.add_rule(ok, nr, A(1, sc.LT, TIOCSTI))
+            f.add_rule(ok, nr, A(1, sc.GT, TIOCLINUX))
             for req in range(TIOCSTI + 1, TIOCLINUX):
-                f.add_rule(sc.ALLOW, nr, A(1, sc.EQ, req))
+                f.add_rule(ok, nr, A(1, sc.EQ, req))
             # checked on the low 32 bits: the kernel truncates the request to an int
-            f.add_rule(deny(v), nr, A(1, sc.MASKED_EQ, 0xFFFFFFFF, TIOCSTI))
-            f.add_rule(deny(v), nr, A(1, sc.MASKED_EQ, 0xFFFFFFFF, TIOCLINUX))
+            f.add_rule(refuse(v), nr, A(1, sc.MASKED_EQ, 0xFFFFFFFF, TIOCSTI))
+            f.add_rule(refuse(v), nr, A(1, sc.MASKED_EQ, 0xFFFFFFFF, TIOCLINUX))
         elif v.filtered == "personality":
             for val in PERSONALITY_ALLOWED:
-                f.add_rule(sc.ALLOW, nr, A(0, sc.EQ, val))
+                f.add_rule(ok, nr, A(0, sc.EQ, val))
         elif v.filtered == "set-id modes":
             # allowed: no set-id bit in the mode (or, for open, no file created); refused: a
             # set-id bit in the mode of a call that sets it. The rules partition every value.
             mode_arg, flags_arg = SETID_MODE_ARGS[v.name]
-            f.add_rule(sc.ALLOW, nr, A(mode_arg, sc.MASKED_EQ, S_ISUID | S_ISGID, 0))
+            f.add_rule(ok, nr, A(mode_arg, sc.MASKED_EQ, S_ISUID | S_ISGID, 0))
             if flags_arg < 0:
                 for bit in (S_ISUID, S_ISGID):
-                    f.add_rule(deny(v), nr, A(mode_arg, sc.MASKED_EQ, bit, bit))
+                    f.add_rule(refuse(v), nr, A(mode_arg, sc.MASKED_EQ, bit, bit))
             else:
-                f.add_rule(sc.ALLOW, nr, A(flags_arg, sc.MASKED_EQ, O_CREAT | O_TMPFILE_BIT, 0))
+                f.add_rule(ok, nr, A(flags_arg, sc.MASKED_EQ, O_CREAT | O_TMPFILE_BIT, 0))
                 for bit in (S_ISUID, S_ISGID):
                     for create in (O_CREAT, O_TMPFILE_BIT):
-                        f.add_rule(deny(v), nr, A(mode_arg, sc.MASKED_EQ, bit, bit),
+                        f.add_rule(refuse(v), nr, A(mode_arg, sc.MASKED_EQ, bit, bit),
                                    A(flags_arg, sc.MASKED_EQ, create, create))
     for name in HOT_SYSCALLS:
         hot = known.get(name)

@@ -198,11 +198,11 @@ class Flue:
 
     def _prepare(self, command: Sequence[str], args: Sequence[str], profile: str | Path | None,
                  report: bool, delegate: bool | None, allow_unlimited: bool | None,
-                 wrap: Sequence[str] = (),
+                 wrap: Sequence[str] = (), sub: str = "run",
                  ) -> tuple[list[str], Path | None, hcg.Delegation | None]:
         self.s.require(self.mode, "user namespaces")
         self.s.require(self.mode, "seccomp")
-        argv = self.base_argv("run")
+        argv = self.base_argv(sub)
         if profile is not None:
             argv += ["-p", str(profile)]
         rep = None
@@ -228,11 +228,12 @@ class Flue:
             timeout: float = RUN_TIMEOUT, env: dict[str, str] | None = None,
             pass_fds: Sequence[int] = (), delegate: bool | None = None,
             allow_unlimited: bool | None = None, cwd: str | Path | None = None,
-            wrap: Sequence[str] = ()) -> Run:
+            wrap: Sequence[str] = (), sub: str = "run") -> Run:
         """Run ``flue run [args] -- command`` to completion. ``wrap`` is a command that
-        execs flue (its arguments follow), run as the same user: e.g. a shell opening an fd."""
+        execs flue (its arguments follow), run as the same user: e.g. a shell opening an fd.
+        ``sub`` runs another subcommand that takes a command the same way (``learn``)."""
         argv, rep, dlg = self._prepare(command, args, profile, report, delegate, allow_unlimited,
-                                       wrap)
+                                       wrap, sub)
         if isinstance(input, str):
             input = input.encode()
         if stdin is None and input is None:

@@ -48,3 +48,9 @@ def id_valid(fd: int, nid: int) -> bool:
         return True
     except OSError:
         return False
+
+
+def unpack(raw: bytes) -> Notification:
+    """A notification from the bytes of a ``struct seccomp_notif`` (as RECV fills it)."""
+    nid, pid, _flags, nr, arch, ip, a0, a1, a2, a3, a4, a5 = _NOTIF.unpack(raw)
+    return Notification(nid, pid, nr, arch, ip, (a0, a1, a2, a3, a4, a5))

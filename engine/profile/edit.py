@@ -181,6 +181,8 @@ class ProfileDocument:
         self.saved_text = text
         self.doc: TOMLDocument = tomlkit.parse(text)
         self.log: list[str] = []
+        # the comment put beside added entries (flue profiles relax/tighten set their own)
+        self.note = NOTE
 
     @classmethod
     def open(cls, name_or_path: str, *,
@@ -287,11 +289,13 @@ class ProfileDocument:
         placed: Array = table[key]
         return placed
 
-    def _append(self, arr: Array, value: str, note: str = NOTE) -> None:
+    def _append(self, arr: Array, value: str, note: str | None = None) -> None:
         """Append to a list in its own style: one entry a line (with a note) or inline."""
+        note = self.note if note is None else note
         if "\n" in arr.as_string():
             indent = "    "
-            m = re.search(r"\n([ \t]+)\S", arr.as_string())
+            # the indent of the entries (not of a comment-only line among them)
+            m = re.search(r"\n([ \t]+)[^\s#]", arr.as_string())
             if m:
                 indent = m.group(1)
             arr.add_line(value, indent=indent, comment=note or None)

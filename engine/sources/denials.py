@@ -66,13 +66,19 @@ class DenialListener:
         self._stopped = False
         self._decoder = decoder
         self.tracker: Any = None
+        self.observer: Any = None  # engine.sources.observe.Observer: learn, paths, network
+        self.ask: Any = None  # engine.sources.ask.AskBroker: refused calls held for a decision
+        self.samples: dict[str, list[dict[str, Any]]] = {}  # name -> a few decoded calls
+        # engine.sources.receiver.Receiver: a helper receives notifications at once (heavy
+        # tracing); we read them from its pipe instead of the listener
+        self.receiver: Any = None
         if self._decoder is None and not self.quiet:
             from engine.sources.decode import Decoder
 
             self._decoder = Decoder(fd)
 
     def start(self) -> None:
-        self._loop.add_reader(self.fd, self._on_ready)
+        self._loop.add_reader(self._reader(), self._on_ready)
         self._flush_handle = self._loop.call_later(FLUSH_INTERVAL, self._tick)
 
     def stop(self) -> None:
@@ -80,10 +86,17 @@ class DenialListener:
             return
         self._stopped = True
         if not self._paused:
-            self._loop.remove_reader(self.fd)
+            self._loop.remove_reader(self._reader())
         if self._flush_handle:
             self._flush_handle.cancel()
+        if self.ask is not None:
+            self.ask.close()
+        if self.receiver is not None:
+            self.receiver.close()
         self._flush()
+
+    def _reader(self) -> int:
+        return int(self.receiver.fd) if self.receiver is not None else self.fd
 
     def summary(self) -> dict[str, dict[str, Any]]:
         return {name: {"count": c, "errno": e, "errno_name": errno_name(e)}
@@ -96,7 +109,7 @@ class DenialListener:
 
     def _hangup(self) -> None:
         if not self._paused and not self._stopped:
-            self._loop.remove_reader(self.fd)
+            self._loop.remove_reader(self._reader())
             self._paused = True  # stop() must not remove it again
 
     def _resume(self) -> None:
@@ -105,21 +118,31 @@ class DenialListener:
         self._paused = False
         self._window_start = self._loop.time()
         self._window_count = 0
-        self._loop.add_reader(self.fd, self._on_ready)
+        self._loop.add_reader(self._reader(), self._on_ready)
 
     def _on_ready(self) -> None:
         window = 0.05
         budget = max(1, int(self.rate * window))
         for _ in range(BATCH):
-            ready = self._poll.poll(0)
-            if not ready:
-                break
-            if not ready[0][1] & select.POLLIN:
-                # POLLHUP: no process is left under the filter; nothing more will come
-                self._hangup()
-                return
+            if self.receiver is not None:
+                got = self.receiver.next()
+                if got is None:
+                    if self.receiver.hup:
+                        self._hangup()
+                        return
+                    break
+                n = got
+            else:
+                ready = self._poll.poll(0)
+                if not ready:
+                    break
+                if not ready[0][1] & select.POLLIN:
+                    # POLLHUP: no process is left under the filter; nothing more will come
+                    self._hangup()
+                    return
             try:
-                n = notify.receive(self.fd)
+                if self.receiver is None:
+                    n = notify.receive(self.fd)
             except OSError as err:
                 if err.errno == _errno.ENOENT:  # the caller died before we got to it
                     continue
@@ -134,6 +157,9 @@ class DenialListener:
                 continue
             eno = self.filt.errno_for(n.nr)
             name = self.filt.name_of(n.nr)
+            if self.ask is not None and verdict is not None and self.ask.offer(n, name, eno):
+                self._window_count += 1
+                continue  # held for a decision (or allowed by one)
             key = (n.nr, n.pid, n.args)
             # a new kind of denial is described while the caller still waits, so its memory
             # can be read and validated; repeats (and merged overflow) are answered at once
@@ -154,7 +180,7 @@ class DenialListener:
             self._window_start, self._window_count = now, 0
         elif self._window_count >= budget:
             self._paused = True
-            self._loop.remove_reader(self.fd)
+            self._loop.remove_reader(self._reader())
             self._loop.call_later(window - (now - self._window_start), self._resume)
 
     def _trace(self, n: notify.Notification, name: str) -> None:
@@ -163,6 +189,8 @@ class DenialListener:
         tracker = self.tracker
         answer = 0
         try:
+            if self.observer is not None:
+                self.observer.on_trace(n, name)
             if name == "connect":
                 answer = self._connect(n)
             elif tracker is not None and name in ("execve", "execveat"):
@@ -195,6 +223,15 @@ class DenialListener:
             return 0
         answer: int = net.on_connect(raw, lambda: socket_type(n.pid, n.args[0] & 0xFFFFFFFF))
         return answer
+
+    def deny_now(self, n: notify.Notification, name: str, eno: int,
+                 info: dict[str, Any] | None) -> None:
+        """Answer a call held in ask mode with its errno, and record the denial."""
+        try:
+            notify.respond_errno(self.fd, n.id, eno)
+        except OSError:
+            pass
+        self._record(n, name, (n.nr, n.pid, n.args), eno, info)
 
     def _record(self, n: notify.Notification, name: str, key: tuple[Any, ...], eno: int,
                 info: dict[str, Any] | None) -> None:
@@ -254,6 +291,10 @@ class DenialListener:
         from engine import events as ev
 
         info = info or {}
+        if info.get("decoded"):
+            kept = self.samples.setdefault(name, [])
+            if len(kept) < 3 and info["decoded"] not in kept:
+                kept.append(dict(info["decoded"]))
         return ev.SyscallDenied(self.sb.id, now, name=name, nr=n.nr, args=n.args,
                                 decoded=info.get("decoded", {}), errno=eno,
                                 errno_name=errno_name(eno), pid=info.get("pid", 0),
