@@ -38,8 +38,8 @@ GRAB = textwrap.dedent("""
 
 LIMITS = ("max_inotify_instances", "max_inotify_watches", "max_fanotify_groups",
           "max_fanotify_marks", "max_user_namespaces", "max_mnt_namespaces", "max_net_namespaces")
-SHOW = ("import os\nfor n in %r:\n    p = '/proc/sys/user/' + n\n"
-        "    print(n, open(p).read().strip() if os.path.exists(p) else 'absent')\n" % (LIMITS,))
+SHOW = (f"import os\nfor n in {LIMITS!r}:\n    p = '/proc/sys/user/' + n\n"
+        "    print(n, open(p).read().strip() if os.path.exists(p) else 'absent')\n")
 
 
 def _profile(flue, body: str):
