@@ -255,8 +255,8 @@ def test_pid1_is_opaque_to_the_sandbox(flue):
 
 def test_pid1_command_line_shows_no_host_paths(flue, marker):
     ws = flue.tmpdir(f"ws-{marker}", owner=4242)
-    r = flue.run(["python3", "-c", "print(open('/proc/1/cmdline', 'rb').read().rstrip(b'\\0')"
-                  ".decode())"], "--workspace", str(ws), "--env", f"MARK={marker}")
+    code = "print(open('/proc/1/cmdline', 'rb').read().rstrip(b'\\0').decode())"
+    r = flue.run(["python3", "-c", code], "--workspace", str(ws), "--env", f"MARK={marker}")
     assert r.returncode == 0, r
     assert r.stdout.strip() == "flue-init", r
     assert marker not in r.stdout
