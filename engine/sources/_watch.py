@@ -482,63 +482,73 @@ def _finish(w: Watch, changes: dict[str, int]) -> int:
 
 def _manifest(w: Watch) -> dict[str, Any]:
     """The workspace as it is now: (path, size, mode) sorted by path, at most MAX_MANIFEST
-    entries, MAX_DEPTH levels down. The walk is iterative and breadth first (what a cut leaves
-    out is the deepest), never follows a symlink, and holds one directory fd at a time: each
-    directory is opened from the workspace's fd when its turn comes, so a wide tree cannot run
-    the helper out of descriptors (which would drop entries without saying so)."""
-    from collections import deque
-
+    entries, MAX_DEPTH levels down. Iterative (no recursion limit), one directory open at a
+    time (no fd limit), each opened below the workspace's fd with no symlink followed."""
     rec: dict[str, Any] = {"t": "manifest", "e": [], "truncated": "", "max_depth": MAX_DEPTH,
                            "max_entries": MAX_MANIFEST}
     if w.workspace not in w.bases:
         return rec
     entries: list[tuple[str, int, str]] = []
-    todo: deque[tuple[str, int]] = deque([(w.workspace, 0)])
+    todo: list[tuple[str, int]] = [(w.workspace, 0)]
     while todo:
-        d, depth = todo.popleft()
+        d, depth = todo.pop()
         try:
             dfd = w._open(d, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError as err:
-            if err.errno == errno.ENAMETOOLONG:  # deeper than a path can name
-                rec["truncated"] = rec["truncated"] or "depth"
-            continue  # gone meanwhile, or no longer a directory
+        except OSError:
+            continue
+        subdirs = []
         try:
             with os.scandir(dfd) as it:
-                names = sorted(e.name for e in it)
-            for name in names:
+                found = sorted(it, key=lambda e: e.name)
+            for e in found:
                 try:
-                    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                    st = e.stat(follow_symlinks=False)
                 except OSError:
                     continue
                 if len(entries) >= MAX_MANIFEST:
                     rec["truncated"] = "entries"
-                    todo.clear()
                     break
                 is_dir = stat.S_ISDIR(st.st_mode)
-                entries.append((f"{d}/{name}", 0 if is_dir else st.st_size,
+                entries.append((f"{d}/{e.name}", 0 if is_dir else st.st_size,
                                 stat.filemode(st.st_mode)))
-                if not is_dir:
-                    continue
-                if depth + 1 >= MAX_DEPTH:
-                    rec["truncated"] = rec["truncated"] or "depth"
-                    continue
-                todo.append((f"{d}/{name}", depth + 1))
+                if is_dir:
+                    if depth + 1 >= MAX_DEPTH:
+                        rec["truncated"] = rec["truncated"] or "depth"
+                    else:
+                        subdirs.append((f"{d}/{e.name}", depth + 1))
         except OSError:
             pass
         finally:
             os.close(dfd)
+        if rec["truncated"] == "entries":
+            break
+        todo.extend(reversed(subdirs))
     entries.sort()
     rec["e"] = entries
     return rec
 
 
 def main(argv: list[str]) -> int:
+    import resource
+
     sock = socket.socket(fileno=int(argv[1]))
     out = sys.stdout.fileno()
+    try:  # as many fds as we may: a wide tree is walked one directory at a time anyway
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        pass
     try:
         return serve(sock, out)
     except BrokenPipeError:
         return 0  # the supervisor is gone
+    except Exception as err:  # noqa: BLE001 - say it, so the report does
+        try:
+            os.write(out, (json.dumps({"t": "note", "msg": f"the file watcher failed: {err!r}"})
+                           + "\n" + json.dumps({"t": "done"}) + "\n").encode())
+        except OSError:
+            pass
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
