@@ -79,7 +79,8 @@ class FileWatcher:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "engine.sources._watch", str(child.fileno())],
                 pass_fds=(child.fileno(),), env=env, stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True)
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True,
+                start_new_session=True)  # the terminal's ^C or ^Z is not for it
         except OSError as err:
             parent.close()
             self._fail(f"could not start the file watcher: {err}")
