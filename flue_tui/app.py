@@ -94,6 +94,8 @@ class FlueApp(App[int]):
         self._stat_key: tuple[int, int] | None = None
         self._stat = (0, 0)
         self._unpainted: set[str] = set()  # changed since the panels were last redrawn
+        self._queued: RunSpec | None = None  # to start once the killed sandbox has ended
+        self._worker_runs: dict[Any, int] = {}  # engine worker -> its run's number
         self._painted_at = 0.0
         self._paint_timer: Any = None
 
@@ -274,7 +276,44 @@ class FlueApp(App[int]):
     # --- runs ------------------------------------------------------------------------------
 
     def start(self, spec: RunSpec) -> None:
-        """Start ``spec`` with the draft profile (and the spec's quick limits)."""
+        """Start ``spec`` with the draft profile (and the spec's quick limits). While a
+        sandbox runs, ask first: yes kills it, and ``spec`` starts once it has ended (one
+        run at a time, so every run is accounted for by its number)."""
+        from flue_tui.screens.modals import ConfirmModal
+
+        if not self.bridge.running:
+            self._start_now(spec)
+            return
+        if self._queued is not None:  # a restart is on its way: the newest request wins
+            self._queued = spec
+            self.notify("re-running as soon as the killed sandbox has ended", timeout=3)
+            return
+        running = self.run_model
+
+        def answer(yes: bool | None) -> None:
+            if not yes:
+                return
+            if not self.bridge.running:  # it ended while the question was open
+                self._start_now(spec)
+                return
+            self._queued = spec
+            if running is not None:
+                running.replaced = True
+            self.bridge.kill()
+            # a sandbox that does not end is left to the worker's cancellation
+            self.set_timer(10, self._start_queued, name="start queued run")
+
+        number = running.number if running is not None else len(self.runs)
+        self.push_screen(ConfirmModal(
+            f"Run #{number} is still running. Kill it (everything in the sandbox) and start "
+            f"run #{len(self.runs) + 1}?", yes="Kill and re-run"), answer)
+
+    def _start_queued(self) -> None:
+        spec, self._queued = self._queued, None
+        if spec is not None:
+            self._start_now(spec)
+
+    def _start_now(self, spec: RunSpec) -> None:
         from flue_tui.screens.modals import ErrorModal
 
         if spec.profile != self.profile_ref or self.draft is None:
@@ -312,7 +351,8 @@ class FlueApp(App[int]):
         monitor = self.monitor
         if monitor is not None:
             monitor.reset()
-        self.run_sandbox(number, self.prepared, profile, spec.workspace)
+        worker = self.run_sandbox(number, self.prepared, profile, spec.workspace)
+        self._worker_runs[worker] = number
 
     @work(group="engine", exclusive=True, exit_on_error=False)
     async def run_sandbox(self, number: int, prepared: Prepared, profile: Any,
@@ -323,10 +363,15 @@ class FlueApp(App[int]):
         from flue_tui.screens.modals import ErrorModal
 
         worker = event.worker
-        if worker.group != "engine" or event.state != WorkerState.ERROR:
+        if worker.group != "engine" or event.state not in (WorkerState.ERROR,
+                                                           WorkerState.SUCCESS,
+                                                           WorkerState.CANCELLED):
+            return
+        number = self._worker_runs.pop(worker, None)
+        if event.state != WorkerState.ERROR:
             return
         err = worker.error
-        model = self.run_model
+        model = self._run(number) if number is not None else self.run_model
         if model is not None and model.state != "exited":
             model.state = "failed"
             model.error = getattr(err, "title", None) or str(err)
@@ -344,6 +389,11 @@ class FlueApp(App[int]):
 
     def _current(self, run: int) -> RunModel | None:
         model = self.run_model
+        return model if model is not None and model.number == run else None
+
+    def _run(self, run: int) -> RunModel | None:
+        """Run number ``run`` of this session (current or not)."""
+        model = self.runs[run - 1] if 0 < run <= len(self.runs) else None
         return model if model is not None and model.number == run else None
 
     def _changed(self, changed: set[str], *, now: bool = False) -> None:
@@ -365,42 +415,60 @@ class FlueApp(App[int]):
         monitor = self.monitor
         if monitor is None or not changed:
             return
-        if self.screen is monitor:
-            monitor.update_panels(changed)
-        else:  # hidden: remember, catch up when shown again
-            for key in changed & PANEL_KEYS:
-                monitor.panel(key).stale = True
+        from textual.css.query import NoMatches
+
+        try:
+            if self.screen is monitor:
+                monitor.update_panels(changed)
+            else:  # hidden: remember, catch up when shown again
+                for key in changed & PANEL_KEYS:
+                    monitor.panel(key).stale = True
+        except NoMatches:  # the app is quitting: the screen's widgets are gone already
+            pass
 
     @on(EventBatch)
     def _batch(self, message: EventBatch) -> None:
         try:
-            model = self._current(message.run)
+            model = self._run(message.run)
             if model is not None:
-                self._changed(model.apply(message.events))
+                changed = model.apply(message.events)
+                if model is self.run_model:  # an earlier run's last events: folded in only
+                    self._changed(changed)
         finally:
             message.ack()  # the bridge may post the next batch
 
     @on(ProcessSnapshot)
     def _processes(self, message: ProcessSnapshot) -> None:
-        model = self._current(message.run)
+        model = self._run(message.run)
         if model is not None:
-            self._changed(model.apply((message.table,)))
+            changed = model.apply((message.table,))
+            if model is self.run_model:
+                self._changed(changed)
 
     @on(RunFinished)
     def _finished(self, message: RunFinished) -> None:
-        model = self._current(message.run)
+        model = self._run(message.run)
         if model is None:
             return
         if model.state not in ("exited", "failed"):
-            model.state = "exited" if model.exited is not None else model.state
-        if len(self.runs) >= 2 and model.state == "exited":
-            before = self.runs[-2]
+            # no exit status: it never got going (killed while starting, or the engine gave
+            # up); never left "starting" or "running"
+            model.state = "exited" if model.exited is not None else "stopped"
+        if self._queued is not None and not self.bridge.running:
+            self._start_queued()  # the replaced run is over: the next one starts now
+            return
+        if model is not self.run_model:
+            return
+        before = next((r for r in reversed(self.runs[:model.number - 1])
+                       if r.state == "exited" and not r.replaced), None)
+        if before is not None and model.state == "exited" and not model.replaced:
             d = diff_runs(before, model)
             parts = []
-            if d.gone:
-                parts.append("gone: " + ", ".join(d.gone))
+            if d.gone:  # seccomp stopped refusing them; whether the call now works is the
+                # kernel's and the program's business (a mount still needs capabilities)
+                parts.append("no longer denied by seccomp: " + ", ".join(d.gone))
             if d.new:
-                parts.append("new: " + ", ".join(d.new))
+                parts.append("newly denied: " + ", ".join(d.new))
             if d.net_gone:
                 parts.append("network refusals gone: " + ", ".join(d.net_gone))
             if d.net_new:

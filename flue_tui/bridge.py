@@ -158,7 +158,8 @@ class Bridge:
         finally:
             ticker.cancel()
             batch.flush(force=True)
-            self._sandbox = None
+            if self._sandbox is sb:  # not a later run's (the app runs one at a time anyway)
+                self._sandbox = None
             if recorder is not None:
                 recorder.close()
             self.post(RunFinished(run, result))

@@ -197,6 +197,7 @@ class RunModel:
         self.started: ev.Started | None = None
         self.exited: ev.Exited | None = None
         self.error = ""
+        self.replaced = False  # killed by r (or a new run) so that the next run could start
         self.t0: float | None = None
         self.last_ts: float | None = None
         self.denials: dict[str, DenialRow] = {}
@@ -433,7 +434,9 @@ class RunModel:
 
     def status_word(self) -> str:
         if self.state != "exited" or self.exited is None:
-            return self.state
+            return "replaced" if self.replaced else self.state
+        if self.replaced:
+            return "replaced"  # killed to start the next run
         x = self.exited
         if x.oom_killed:
             return "OOM-killed"

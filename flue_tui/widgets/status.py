@@ -20,6 +20,7 @@ STATE_STYLE = {
     "running": "status--running",
     "exited": "status--ok",
     "failed": "status--bad",
+    "stopped": "status--bad",  # ended without an exit status (killed while starting)
 }
 
 
