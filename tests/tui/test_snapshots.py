@@ -52,6 +52,9 @@ def steps(*actions: Callable[[Any], Awaitable[None] | None]) -> Callable[[Any], 
     async def run_before(pilot: Any) -> None:
         await settle(pilot)
         for act in actions:
+            # the toasts of the step before go first: a dialog opened next would otherwise
+            # show them, or not, behind it depending on when the screen below was drawn
+            pilot.app.clear_notifications()
             res = act(pilot)
             if res is not None:
                 await res
