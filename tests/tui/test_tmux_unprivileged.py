@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 from helpers import cgroups as hcg
+from helpers.host import descendants, describe, still_alive
 from helpers.runtime import make_runtime
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
@@ -62,6 +63,10 @@ class Tmux:
                 return text
             time.sleep(0.2)
         raise AssertionError(f"never saw {needles!r} on screen:\n{text}")
+
+    def pane_pid(self) -> int:
+        return int(self._tmux("display-message", "-p", "-t", self.name, "#{pane_pid}",
+                              check=True).stdout)
 
     def kill(self) -> None:
         self._tmux("kill-server")
@@ -134,20 +139,6 @@ def _command(session, runtime: Path, dirs: dict[str, Path],  # type: ignore[no-u
             + shlex.join(argv))
 
 
-def _uid_processes() -> list[str]:
-    out = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                if os.stat(f"/proc/{name}").st_uid == UID:
-                    with open(f"/proc/{name}/cmdline", "rb") as f:
-                        cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-                    out.append(f"{name}: {cmd[:120]}")
-            except OSError:
-                continue
-    return out
-
-
 @pytest.mark.parametrize("limits", ["delegated", "allow-unlimited"])
 def test_unprivileged_person_runs_demo_allows_reruns_saves(
         session, tui_runtime: Path, user_env: dict[str, Path],  # type: ignore[no-untyped-def]
@@ -155,8 +146,10 @@ def test_unprivileged_person_runs_demo_allows_reruns_saves(
     dlg = hcg.delegate(UID, UID) if limits == "delegated" else None
     args = ["--allow-unlimited"] if dlg is None else []
     t = Tmux(_command(session, tui_runtime, user_env, dlg.procs_files if dlg else [], args))
+    procs: dict[int, int] = {}
     try:
         screen = t.wait_for("exited 0", "done in", timeout=60)
+        procs = descendants(t.pane_pid())  # flue-tui, its fork server, ... (pid -> start)
         for name in ("mount", "ptrace", "unshare", "AF_PACKET"):
             assert name in screen, (name, screen)
         if dlg is None:  # the limits are off, and the status line says so
@@ -189,6 +182,7 @@ def test_unprivileged_person_runs_demo_allows_reruns_saves(
         t.keys("r")
         screen = t.wait_for("#2", "exited 0", "done in", timeout=60)
         assert "allowed: the worker can now be debugged" in screen, screen
+        procs.update(descendants(t.pane_pid()))
         t.keys("q")
         t.wait_for("FLUE-TUI-EXITED 0", timeout=15)
         recent = user_env["state"] / "flue" / "tui-recent.json"
@@ -200,10 +194,8 @@ def test_unprivileged_person_runs_demo_allows_reruns_saves(
         t.kill()
         if dlg is not None:
             dlg.remove()
-    deadline = time.monotonic() + 10
-    while _uid_processes() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not _uid_processes(), _uid_processes()
+    left = still_alive(procs)  # everything flue-tui started is gone (others' runs may not be)
+    assert not left, describe(left)
 
 
 def test_unprivileged_without_delegation_says_how_to_run_anyway(
