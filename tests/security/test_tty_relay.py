@@ -103,11 +103,19 @@ class Term:
         return self.proc.returncode
 
     def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except OSError:
-                pass
+        if self.proc is not None:
+            # the shell's background jobs are process groups of their own: kill every
+            # descendant (a SIGKILLed flue's keeper takes its sandbox down)
+            for pid in _descendants(self.proc.pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            if self.proc.poll() is None:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except OSError:
+                    pass
             self.proc.wait()
         for fd in (self.master, self.slave):
             try:
