@@ -300,12 +300,9 @@ def _own_listener(flue) -> Path:
     return d / "own_listener"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "when the seccomp listener cannot be handed to the supervisor, launch only warns and "
-    "the command runs under a filter whose USER_NOTIF denials have no listener: the sandbox "
-    "may then install its own (SECCOMP_FILTER_FLAG_NEW_LISTENER), receive flue's denials "
-    "and CONTINUE them; flue should refuse to run (exit 125) instead"))
 def test_review_failed_listener_handoff_stops_the_launch(flue):
+    """Fixed in launch._handoff: PID 1 kills the main process and the launch fails (125)
+    when the listener cannot be handed over."""
     exe = _own_listener(flue)
     # the engine's API with pidfd_getfd failing, as under Yama ptrace_scope=3, an LSM that
     # refuses it, or a container seccomp profile around flue itself
