@@ -210,6 +210,38 @@ def _within(path: str, top: str) -> bool:
     return top == "/" or path == top or path.startswith(top.rstrip("/") + "/")
 
 
+def _ids_up(path: str) -> list[tuple[int, int]]:
+    """(st_dev, st_ino) of ``path`` and of each directory above it that exists."""
+    out = []
+    while True:
+        try:
+            st = os.stat(path)
+            out.append((st.st_dev, st.st_ino))
+        except OSError:
+            pass
+        parent = os.path.dirname(path)
+        if parent == path:
+            return out
+        path = parent
+
+
+def _same_tree(src: str, state: str) -> bool:
+    """Whether ``src`` is ``state``, holds it or lies inside it, told by inode: another
+    mount of the same directories (a bind alias such as /mnt/home for /home) has other paths
+    but the same device and inode numbers."""
+    try:
+        st = os.stat(src)
+    except OSError:
+        return False
+    if (st.st_dev, st.st_ino) in _ids_up(state):
+        return True  # src is the state directory or one above it
+    try:
+        top = os.stat(state)
+    except OSError:
+        return False
+    return (top.st_dev, top.st_ino) in _ids_up(os.path.dirname(src))
+
+
 def _refuse_flue_state(op: MountOp) -> None:
     """A read-write bind must not reach flue's own state: a sandbox that can write the
     filter cache or the profiles decides what the next sandbox may do. (Masking the state
@@ -217,7 +249,7 @@ def _refuse_flue_state(op: MountOp) -> None:
     src = os.path.realpath(op.src)
     for state in flue_state_dirs():
         real = os.path.realpath(state)
-        if _within(real, src) or _within(src, real):
+        if _within(real, src) or _within(src, real) or _same_tree(src, real):
             what = "workspace" if op.dst == "/work" else f"bind {op.src}:{op.dst}:rw"
             raise LaunchError(
                 f"the {what} would let the sandbox write flue's own state in {state}",

@@ -173,15 +173,25 @@ def test_ro_bind_makes_its_submounts_read_only_too(flue):
         subprocess.run(["umount", str(top / "sub")], check=False, timeout=10)
 
 
+def _user_dirs(flue, *paths):
+    """Make ``paths`` (below flue's HOME) as the user flue runs as would: a directory of
+    root's in the unprivileged user's cache would make that cache untrusted for later tests."""
+    for p in paths:
+        p.mkdir(parents=True, exist_ok=True)
+        while p != flue.home:
+            os.chown(p, flue.uid, flue.gid)
+            p = p.parent
+
+
 @pytest.mark.parametrize("what", ["cache", "config", "home-as-workspace"])
 def test_rw_bind_of_flues_own_state_is_refused(flue, what, marker):
     home = flue.home
-    (home / ".cache" / "flue").mkdir(parents=True, exist_ok=True)
+    _user_dirs(flue, home / ".cache" / "flue")
     if what == "cache":
         args = ["--bind", f"{home / '.cache'}:/home/agent/.cache:rw"]
     elif what == "config":
         args = ["--bind", f"{home / '.config'}:/mnt/config:rw"]
-        (home / ".config").mkdir(exist_ok=True)
+        _user_dirs(flue, home / ".config")
     else:
         args = ["--workspace", str(home)]
     r = flue.run(["sh", "-c", f"echo LAUNCHED {marker}"], *args)
@@ -284,3 +294,19 @@ def test_workspace_on_a_kernel_interface_is_refused(flue, marker):
     assert r.returncode == 125, r
     assert "LAUNCHED" not in r.stdout, r
     assert r.flue_lines and "workspace" in r.flue_lines[0] and "/dev" in r.flue_lines[0], r
+
+
+def test_rw_bind_of_flues_state_through_another_mount_of_it_is_refused(flue, marker):
+    # the same directories under another path: a bind mount of the home elsewhere
+    home = flue.home
+    _user_dirs(flue, home / ".cache" / "flue" / "bpf")
+    alias = flue.tmpdir("alias")
+    subprocess.run(["mount", "--bind", str(home), str(alias)], check=True, timeout=10)
+    try:
+        for src in (alias / ".cache", alias / ".cache" / "flue" / "bpf", alias):
+            r = flue.run(["sh", "-c", f"echo LAUNCHED {marker}"], "--bind", f"{src}:/mnt/c:rw")
+            assert r.returncode == 125, r
+            assert "LAUNCHED" not in r.stdout
+            assert r.flue_lines and "flue's own state" in r.flue_lines[0], r
+    finally:
+        subprocess.run(["umount", str(alias)], check=False, timeout=10)
