@@ -162,6 +162,17 @@ def _strings(arr: Any) -> list[str]:
     return [str(_plain(x)) for x in arr] if arr is not None else []
 
 
+def _item(table: Any, key: str) -> Item | None:
+    """The tomlkit Item at ``key`` (with its comment), not its plain value."""
+    if key not in table:
+        return None
+    try:
+        item = table.item(key)
+    except (AttributeError, KeyError):
+        item = table.get(key)
+    return item if isinstance(item, Item) else None
+
+
 def _line_of(text: str, key: str) -> str:
     for line in text.splitlines():
         if re.match(rf"\s*{re.escape(key)}\s*=", line):
@@ -254,20 +265,37 @@ class ProfileDocument:
             return made
         return None
 
+    def _saved_item(self, section: str, key: str) -> Item | None:
+        """``[section] key`` as the saved file has it (with its comment)."""
+        table = tomlkit.parse(self.saved_text).get(section)
+        return _item(table, key) if isinstance(table, (Table, InlineTable)) else None
+
     def _set_scalar(self, section: str, key: str, value: Any) -> None:
-        """Set ``[section] key = value``, keeping its trailing comment at its column."""
+        """Set ``[section] key = value``, its trailing comment kept at its column. A comment
+        describes the value beside it: once the value differs from the saved file's, the
+        comment says so instead (``# changed in flue-tui (was "none")``, or the edit's own
+        note), and the saved comment comes back with the saved value."""
         table = self._table(section)
         assert table is not None
-        old = table.get(key)
+        old = _item(table, key)  # the Item: table.get() gives a plain bool for a Bool
         if old is None:
             table[key] = value
             return
         old_line = _line_of(tomlkit.dumps(table) if isinstance(table, Table) else "", key)
         comment_col = old_line.find("#") if isinstance(old, Item) and old.trivia.comment else -1
         table[key] = value
-        new = table.get(key)
-        if isinstance(old, Item) and isinstance(new, Item) and old.trivia.comment:
+        new = _item(table, key)
+        saved = self._saved_item(section, key)
+        if isinstance(new, Item) and saved is not None and saved.trivia.comment:
+            if _plain(new) == _plain(saved):
+                new.trivia.comment = saved.trivia.comment
+            else:
+                note = "changed in flue-tui" if self.note == NOTE else self.note
+                new.trivia.comment = f"# {note} (was {saved.as_string().strip()})"
+        elif isinstance(old, Item) and isinstance(new, Item) and old.trivia.comment:
             new.trivia.comment = old.trivia.comment
+        if isinstance(old, Item) and isinstance(new, Item) and new.trivia.comment and \
+                comment_col > 0:
             new_line = f"{key} = {new.as_string()}"
             indent = len(old_line) - len(old_line.lstrip())
             pad = comment_col - indent - len(new_line) if comment_col > 0 else 0
@@ -370,6 +398,15 @@ class ProfileDocument:
         old_len = len(f"{key} = {cur.as_string()}")
         table[key] = new
         placed = table[key]
+        saved = self._saved_item(section, key)
+        if saved is not None and saved.trivia.comment and isinstance(saved, InlineTable):
+            before = {str(k): _plain(v) for k, v in saved.items()}
+            if entries == before:
+                comment = saved.trivia.comment
+            elif any(entries.get(k) != v for k, v in before.items()):
+                # an entry the comment may be about was taken out or changed
+                note = "changed in flue-tui" if self.note == NOTE else self.note
+                comment = f"# {note} (was {saved.as_string().strip()})"
         if comment:
             placed.trivia.comment = comment
             width = len(f"{key} = {placed.as_string()}")
@@ -549,6 +586,12 @@ class ProfileDocument:
             return self._done(f"{family} is already allowed")
         self._append(self._array("seccomp", "socket_families"), family)
         return self._done(f"allow socket family {family}")
+
+    def allow_namespaces(self, allow: bool = True) -> str:
+        """``[seccomp] allow_namespaces``: whether clone/unshare may create namespaces (and
+        clone3, whose flags the filter cannot read, is let through at all)."""
+        self._set_scalar("seccomp", "allow_namespaces", allow)
+        return self._done("allow namespaces" if allow else "no namespaces")
 
     # --- network, limits, mounts, env ----------------------------------------------------------
 

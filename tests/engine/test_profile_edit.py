@@ -217,3 +217,33 @@ def test_remove_an_inherited_domain(xdg: Path) -> None:
     assert doc.allow_domain("pypi.org") == "allow pypi.org"  # drops the "!pypi.org" again
     assert "!pypi.org" not in doc.text()
     assert doc.resolve().network.allow == ("pypi.org",)
+
+
+def _line(doc: ProfileDocument, key: str) -> str:
+    return next(ln for ln in doc.text().splitlines() if ln.startswith(f"{key} ="))
+
+
+def test_a_changed_value_does_not_keep_a_comment_that_now_lies() -> None:
+    doc = ProfileDocument.open("default")
+    saved_mode = _line(doc, "mode")
+    doc.set_network("loopback")
+    line = _line(doc, "mode")
+    assert "not even loopback" not in line
+    assert line.endswith('# changed in flue-tui (was "none")')
+    assert line.index("#") == saved_mode.index("#")  # still in its column
+    doc.allow_namespaces()
+    line = _line(doc, "allow_namespaces")
+    assert line.startswith("allow_namespaces = true") and "may not create" not in line
+    assert doc.resolve().seccomp.allow_namespaces
+    doc.set_network("none")  # back to the saved value: the saved comment comes back
+    doc.allow_namespaces(False)
+    assert _line(doc, "mode") == saved_mode and not doc.dirty
+
+
+def test_an_errno_table_losing_the_entry_its_comment_explains() -> None:
+    doc = ProfileDocument.open("default")
+    doc.deny_syscall("ptrace", "EACCES")  # an entry added: the comment on clone3 still holds
+    assert "glibc then falls back to clone" in _line(doc, "errno")
+    doc.allow_syscall("clone3")
+    line = _line(doc, "errno")
+    assert "glibc" not in line and '(was { clone3 = "ENOSYS" })' in line
