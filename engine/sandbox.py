@@ -295,6 +295,9 @@ class Sandbox:
             self._cgroup = cgroups.create_optional(backend, self.id, limits, support=support)
         except LimitUnavailable as err:
             if not self.allow_unlimited:
+                err.fix = (err.fix + "; " if err.fix else "") + (
+                    "or accept running without it: flue run --allow-unlimited "
+                    "(flue-tui --allow-unlimited)")
                 raise
             self.degraded.append(f"running without resource limits: {err.title}")
             self._cgroup = None

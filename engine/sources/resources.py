@@ -116,12 +116,12 @@ class ResourceSampler:
                 continue
         self._psutil_procs = seen
         self.peak_memory = max(self.peak_memory, rss)
-        lim = self.sb._limits()
         return ev.ResourceSample(
             self.sb.id, self.sb.now(), source="psutil", cpu_usage_ns=cpu_ns,
-            cpu_percent=self._cpu_percent(cpu_ns), cpu_limit=lim.cpus, memory_current=rss,
-            memory_peak=self.peak_memory, memory_limit=lim.memory, pids_current=len(procs),
-            pids_limit=lim.pids,
+            # no cgroup, so no limit is enforced: say so rather than echo the profile's
+            cpu_percent=self._cpu_percent(cpu_ns), cpu_limit=None, memory_current=rss,
+            memory_peak=self.peak_memory, memory_limit=None, pids_current=len(procs),
+            pids_limit=None,
         )
 
     def _limit_hits(self, rec: ev.ResourceSample) -> None:
