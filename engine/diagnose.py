@@ -22,6 +22,7 @@ run; refusals flue makes on purpose with a known fallback (clone3's ENOSYS) rank
 from __future__ import annotations
 
 import errno as _errno
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ from engine.profile.tune import Change
 from engine.runrecord import RunRecord
 from engine.sources.paths import under
 
+BIN_DIRS = ("/usr/local/bin", "/usr/bin", "/bin", "/usr/local/sbin", "/usr/sbin", "/sbin")
 DEV_PROVIDED = ("null", "zero", "full", "random", "urandom", "tty", "pts", "ptmx", "shm",
                 "mqueue", "fd", "stdin", "stdout", "stderr")
 USER_PATTERNS = (
@@ -241,6 +243,19 @@ def _paths(run: RunRecord, profile: Profile | None, failed: bool) -> list[Cause]
         who = f" by {m.get('comm')}" if m.get("comm") else ""
         probe = op in ("stat", "lstat", "access")
         p = 0.7 if op.startswith("open") or op in ("create", "chdir") else 0.35 if probe else 0.6
+        if under(place, ("/etc",)) and op == "open-read":
+            p = 0.5  # a configuration file: programs mostly fall back to their defaults
+        lookups = [str(x) for x in m.get("lookups", [])] or [path]
+        command = any(os.path.dirname(x) in BIN_DIRS for x in lookups)
+        if command and (op == "exec" or probe):
+            # a program looked for on PATH (make stats cc in each directory): it has none
+            p = max(p, 0.9 if failed else 0.45)
+            probe = False
+        named = " ".join(run.command)
+        if any(x in named for x in lookups):
+            # a path the command line names: the tool was told to use it
+            p = max(p, 0.86 if failed else 0.45)
+            probe = False
         if op == "exec":
             p = 0.88 if failed else 0.5
             if run.exit_code in (126, 127):
@@ -266,7 +281,10 @@ def _paths(run: RunRecord, profile: Profile | None, failed: bool) -> list[Cause]
                              advice=f"point it at {home}, or bind the file read-only with "
                              "--bind SRC:DST"))
             continue
-        etc, binds, _notes = bind_targets({place: {**m, "op": op if not probe else "open-read"}})
+        from engine.learn.writer import NEEDED_OPS
+
+        etc, binds, _notes = bind_targets({place: {**m, "op": op if op in NEEDED_OPS
+                                                   else "open-read"}})
         changes: tuple[Change, ...] = ()
         if etc:
             entry = next(iter(etc))
@@ -278,7 +296,8 @@ def _paths(run: RunRecord, profile: Profile | None, failed: bool) -> list[Cause]
                               why=f"relax: {path} not found inside ({op})"),)
         out.append(Cause("path", f"{place} is not visible inside, but the host has it",
                          detail=f"looked for {seen}" + ("; only probed: it may be optional"
-                                                        if probe else ""),
+                                                        if probe else "")
+                         + ("; a command looked for on PATH" if command else ""),
                          likelihood=p, changes=changes,
                          evidence={"place": place, "op": op, "write": m.get("write")}))
     return out

@@ -151,7 +151,14 @@ def from_events(lines: list[str], source: str = "") -> RunRecord:
             if e.comm and e.comm not in d.comms:
                 d.comms.append(e.comm)
         elif isinstance(e, ev.PathMissing):
-            if e.place not in seen_place:
+            if e.place in seen_place:  # seen again with a stronger lookup: that one counts
+                for m in r.paths_missing:
+                    if m["place"] == e.place:
+                        m.update(path=e.path, syscall=e.syscall, op=e.op, write=e.write,
+                                 comm=e.comm or m["comm"])
+                        if e.path not in m["lookups"]:
+                            m["lookups"].append(e.path)
+            else:
                 seen_place.add(e.place)
                 r.paths_missing.append({"place": e.place, "path": e.path, "syscall": e.syscall,
                                         "op": e.op, "write": e.write, "kind": e.kind_on_host,

@@ -52,6 +52,9 @@ SANDBOX_OWNED = ("/proc", "/dev/shm", "/dev/pts", "/dev/mqueue", "/tmp", "/var/t
                  "/run")
 # flue provides no sysfs; binding pieces of it would show host details, and programs cope
 NOT_BINDABLE = ("/sys",)
+# how much a lookup says the program needs the path: an exec or an open more than a stat
+OP_RANK = {"exec": 5, "open-write": 4, "create": 4, "create-dir": 4, "open-read": 3, "chdir": 3,
+           "stat": 1, "lstat": 1, "access": 1}
 
 
 def under(path: str, roots: tuple[str, ...] | list[str]) -> bool:
@@ -286,6 +289,18 @@ class PathObserver:
             known["write"] = known["write"] or write
             if path not in known["lookups"] and len(known["lookups"]) < 16:
                 known["lookups"].append(path)
+            if OP_RANK.get(op, 0) <= OP_RANK.get(known["op"], 0):
+                return
+            # a stronger lookup of the same place (make stats cc on PATH, then execs it):
+            # the record and the stream say so
+            known.update(op=op, syscall=name, path=path)
+            if self.emit:
+                from engine import events as ev
+
+                self.sb.emit(ev.PathMissing(self.sb.id, self.sb.now(), path=path, place=place,
+                                            syscall=name, op=op, write=known["write"],
+                                            kind_on_host=known["kind"], pid=known["pid"],
+                                            comm=known["comm"]))
             return
         st = self.decoder._status(n.pid) if hasattr(self.decoder, "_status") else {}
         comm = str(st.get("Name", ""))

@@ -17,7 +17,7 @@ from engine.profile import (
 
 pytest.importorskip("pyseccomp")
 
-BUILTINS = ("default", "strict", "python", "node", "permissive")
+BUILTINS = ("default", "strict", "python", "node", "permissive", "debug")
 
 
 @pytest.mark.parametrize("name", BUILTINS)
