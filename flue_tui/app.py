@@ -96,6 +96,8 @@ class FlueApp(App[int]):
         self._unpainted: set[str] = set()  # changed since the panels were last redrawn
         self._queued: RunSpec | None = None  # to start once the killed sandbox has ended
         self._worker_runs: dict[Any, int] = {}  # engine worker -> its run's number
+        self._advised_last: tuple[str, str] | None = None  # (action, row) explained last
+        self._advised_at = 0.0
         self._painted_at = 0.0
         self._paint_timer: Any = None
 
@@ -189,9 +191,13 @@ class FlueApp(App[int]):
         self.post_message(ProfileChanged(what))
         return True
 
-    def edit_profile(self, kind: str, row: DenialRow) -> None:
-        """The denial actions: allow (a), allow its group (g), keep denied with an errno (e)."""
+    def edit_profile(self, kind: str, row: DenialRow, *, force: bool = False) -> None:
+        """The denial actions: allow (a), allow its group (g), keep denied with an errno (e).
+        Allowing what cannot work in a sandbox (flue_tui/advice.py) explains instead; the same
+        key again on the same row within a few seconds (or ``force``) edits anyway."""
         name = row.name
+        if kind in ("allow", "allow_group") and not self._advised(kind, row, force):
+            return
         if kind == "allow":
             family = row.family
             if family:
@@ -222,6 +228,54 @@ class FlueApp(App[int]):
                     self.apply_edit(lambda d: d.deny_syscall(name, errno))
 
             self.push_screen(ErrnoPicker(name, row.errno_name), chosen)
+
+    def advice(self, row: DenialRow) -> Any:
+        """What allowing ``row`` would really do, when that is not "it goes through"."""
+        from flue_tui.advice import advise
+
+        try:
+            ns = bool(self.draft is not None and self.draft.resolve().seccomp.allow_namespaces)
+        except EngineError:
+            ns = False
+        return advise(row, allow_namespaces=ns)
+
+    def _advised(self, kind: str, row: DenialRow, force: bool) -> bool:
+        """True when the allow may go ahead; else the user was told why not (or asked)."""
+        from flue_tui.advice import NAMESPACES_WARNING
+        from flue_tui.screens.modals import ConfirmModal
+
+        advice = self.advice(row)
+        if advice is None:
+            return True
+        again = self._advised_last == (kind, row.key) and \
+            time.monotonic() - self._advised_at < 5
+        self._advised_last, self._advised_at = (kind, row.key), time.monotonic()
+        key = "a" if kind == "allow" else "g"
+        if advice.kind == "namespaces":
+            what = row.group if kind == "allow_group" and row.group else row.name
+
+            def answer(yes: bool | None) -> None:
+                if yes:
+                    self.apply_edit(lambda d: "; ".join(
+                        (d.allow_group(what) if what.startswith("@") else
+                         d.allow_syscall(what), d.allow_namespaces())))
+                else:
+                    self.notify(f"not changed: {row.name} stays refused "
+                                "(allow_namespaces is false)", timeout=4)
+
+            self.push_screen(ConfirmModal(
+                f"Allow {what}? {advice.text[0].upper()}{advice.text[1:]}. "
+                f"{NAMESPACES_WARNING}", yes="Allow namespaces"), answer)
+            return False
+        if force or again:
+            self._advised_last = None
+            return True
+        self.notify(f"{advice.text}. Not changed; {key} again allows it anyway.",
+                    title=f"{row.family or row.name}: allowing it would not help"
+                    if advice.kind == "capability" else f"{row.name}: nothing to allow",
+                    severity="warning" if advice.kind == "capability" else "information",
+                    timeout=8)
+        return False
 
     def edit_network(self, kind: str, row: NetRow) -> None:
         """The Network panel's actions on a request (or a DNS question): allow its domain
@@ -643,8 +697,14 @@ class FlueApp(App[int]):
                        partial(self.edit_network, "deny", req))
         row = monitor.selected_denial() if monitor is not None and self.run_model else None
         if row is not None:
-            yield (f"Profile: Allow {row.family or row.name}", "a",
-                   partial(self.edit_profile, "allow", row))
+            advice = self.advice(row)
+            if advice is not None and advice.kind in ("capability", "expected"):
+                yield (f"Profile: Allow {row.family or row.name} anyway",
+                       f"{advice.tag}: {advice.text}",
+                       partial(self.edit_profile, "allow", row, force=True))
+            else:
+                yield (f"Profile: Allow {row.family or row.name}", "a",
+                       partial(self.edit_profile, "allow", row))
             if row.group and not row.family:
                 yield (f"Profile: Allow group {row.group}", "g",
                        partial(self.edit_profile, "allow_group", row))

@@ -28,7 +28,7 @@ def compare(before: RunModel | None, after: RunModel) -> Text:
     else:
         d = diff_runs(before, after)
         t.append(f"vs run #{before.number}: ", "bold")
-        t.append(f"{len(d.gone)} denial(s) gone", "green" if d.gone else "dim")
+        t.append(f"{len(d.gone)} no longer denied by seccomp", "green" if d.gone else "dim")
         t.append(", ")
         t.append(f"{len(d.new)} new", "red" if d.new else "dim")
         t.append(f", {len(d.kept)} still refused\n")

@@ -184,10 +184,21 @@ class DenialsPanel(Panel):
 
     @staticmethod
     def _cells(r: DenialRow) -> tuple[Text, ...]:
+        from flue_tui.advice import advise
+
         name = r.name + (f" {r.family}" if r.family else "")
+        advice = advise(r)
+        if advice is not None and advice.kind == "expected":  # libc's fallback: all dim
+            return (cell(name, "dim"), Text(str(r.count), justify="right", style="dim"),
+                    cell(r.errno_name or str(r.errno), "dim"), cell(advice.tag, "dim italic"),
+                    cell(r.pid, "dim"), cell(r.comm, "dim", limit=24),
+                    cell(format_args(r.decoded, r.args), "dim", limit=120))
+        group = cell(r.group or "–", "dim")
+        if advice is not None and advice.kind == "capability":  # refused by the kernel anyway
+            group = cell(advice.tag, "yellow")
         return (cell(name, "bold"),
                 Text(str(r.count), justify="right", style="yellow" if r.count > 1 else ""),
-                cell(r.errno_name or str(r.errno), "red"), cell(r.group or "–", "dim"),
+                cell(r.errno_name or str(r.errno), "red"), group,
                 cell(r.pid), cell(r.comm, limit=24),
                 cell(format_args(r.decoded, r.args), limit=120))
 
@@ -210,10 +221,15 @@ class DenialsPanel(Panel):
         detail = self.query_one("#denials-detail", Static)
         if row is None:
             return
+        from flue_tui.advice import advise
+
         t = Text(no_wrap=True, overflow="ellipsis", end="")
         t.append(plain(row.name), "bold")
         t.append(f" {row.group or 'no group'}", "dim")
         t.append(f" {row.errno_name} ×{row.count}")
+        advice = advise(row)
+        if advice is not None:  # what allowing it would (not) do, first: a line is narrow
+            t.append(f" · {advice.text}", "yellow" if advice.kind != "expected" else "dim")
         t.append(f" · pid {row.pid} {plain(row.comm, 20)}", "dim")
         args = format_args(row.decoded, row.args)
         if args:

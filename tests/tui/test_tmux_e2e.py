@@ -101,7 +101,7 @@ def test_person_runs_demo_allows_saves_quits(isolated_xdg: Path) -> None:
         screen = t.wait_for("#2", "exited 0", "done in", timeout=40)
         assert "allowed: the worker can now be debugged" in screen
         t.keys("h")
-        screen = t.wait_for("Run history", "1 denial(s) gone")
+        screen = t.wait_for("Run history", "1 no longer denied by seccomp")
         assert "ptrace" in screen
         t.keys("Escape")
         deadline = time.monotonic() + 5
