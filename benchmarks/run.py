@@ -25,6 +25,10 @@ Sections (``--only NAME``, repeatable or comma-separated):
   tui         the installed ``flue-tui`` in tmux while its sandbox floods 20k denials/s and
               10 MB/s of stdout: keypress-to-repaint latency (p50/p95, target p95 < 100 ms)
               and the TUI process's RSS over the run (start, peak, end, still growing?).
+  learn       ``flue learn`` against ``flue run``: the cost of one observed syscall (a plain
+              one, continued by the helper; a path lookup, read and resolved inside) beside
+              nsjail's published 88-147 µs per traced call, and the slowdown of a ``git clone``
+              of a local repository and a ``pip install`` of a local wheel, as ratios.
 
 Results: a table on stdout and ``bench-results/latest.json``. Nothing is installed here:
 missing tools are named with the command that installs them.
@@ -55,7 +59,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench-results"
-SECTIONS = ("cold-start", "memory", "denials", "supervisor", "network", "tui")
+SECTIONS = ("cold-start", "memory", "denials", "supervisor", "network", "tui", "learn")
 COLD_START_TARGET_MS = 50.0
 NSJAIL_US_PER_TRACED_CALL = (88.0, 147.0)  # google/nsjail pull request #308, "Cost" table
 BENCH_MOUNT = "/opt/flue-bench"  # where the flood program is bound inside the sandbox
@@ -73,6 +77,7 @@ NEEDS = {
     "supervisor": ("gcc",),
     "network": (),
     "tui": ("gcc", "tmux"),
+    "learn": ("gcc", "git"),
 }
 
 
@@ -1602,6 +1607,197 @@ def print_network(r: dict[str, Any]) -> None:
     _netbench().show(r, say)
 
 
+# ------------------------------------------------------------------------------- learn
+
+LEARN_C = r"""
+/* flue benchmark (learn): K allowed calls learn mode observes, timed: getppid (reported and
+ * continued), or newfstatat of an existing path (also read from memory and resolved inside). */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+
+int main(int argc, char **argv) {
+    int stat_mode = argc > 1 && strcmp(argv[1], "stat") == 0;
+    long k = argc > 2 ? atol(argv[2]) : 10000, bad = 0;
+    struct stat st;
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (long i = 0; i < k; i++) {
+        long r = stat_mode ? fstatat(AT_FDCWD, "/usr/bin/env", &st, 0) : syscall(SYS_getppid);
+        if (r < 0) bad++;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    double ns = (double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec);
+    printf("{\"mode\": \"%s\", \"calls\": %ld, \"ns\": %.0f, \"unexpected\": %ld}\n",
+           stat_mode ? "stat" : "getppid", k, ns, bad);
+    return bad ? 3 : 0;
+}
+"""
+
+LEARN_MODES = (("getppid", "a call reported and continued (getppid)"),
+               ("stat", "a path lookup, read and resolved inside (newfstatat)"))
+
+
+def _learn_wheel(dest: Path) -> Path:
+    """A pure-Python wheel, zipped by hand (a wheel is a zip with a dist-info)."""
+    import base64
+    import hashlib
+    import zipfile
+
+    files = {"benchpkg/__init__.py": b"VALUE = 42\n",
+             "benchpkg-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: benchpkg\n"
+                                                b"Version: 1.0\n",
+             "benchpkg-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\n"
+                                             b"Tag: py3-none-any\n"}
+    rec = []
+    for name, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        rec.append(f"{name},sha256={digest},{len(data)}")
+    files["benchpkg-1.0.dist-info/RECORD"] = ("\n".join(rec)
+                                              + "\nbenchpkg-1.0.dist-info/RECORD,,\n").encode()
+    path = dest / "benchpkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return path
+
+
+def _learn_repo(dest: Path, files: int = 300, commits: int = 10) -> Path:
+    repo = dest / "repo"
+    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@e",
+           "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@e"}
+    subprocess.run(["git", "init", "-q", str(repo)], check=True, env=env)
+    for c in range(commits):
+        for i in range(files // commits):
+            d = repo / f"d{i % 10}"
+            d.mkdir(exist_ok=True)
+            (d / f"f{c}-{i}.txt").write_text(f"{c} {i}\n" * 20)
+        subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True, env=env)
+        subprocess.run(["git", "-C", str(repo), "commit", "-qm", f"c{c}"], check=True, env=env)
+    return repo
+
+
+@contextlib.contextmanager
+def learn_inputs() -> Iterator[Path]:
+    tmp = Path(tempfile.mkdtemp(prefix="flue-bench-learn-"))
+    try:
+        tmp.chmod(0o755)
+        src = tmp / "learn.c"
+        src.write_text(LEARN_C)
+        p = subprocess.run(["gcc", "-O2", "-o", str(tmp / "learncalls"), str(src)],
+                           check=False, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise BenchError(f"gcc could not compile the learn program:\n{p.stderr.strip()}")
+        _learn_wheel(tmp)
+        _learn_repo(tmp)
+        for dirpath, _dirs, names in os.walk(tmp):
+            os.chmod(dirpath, 0o755)
+            for n in names:
+                f = os.path.join(dirpath, n)
+                os.chmod(f, 0o755 if os.access(f, os.X_OK) else 0o644)
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+LEARN_JOBS = {
+    # the source repository belongs to another uid: git would refuse it as "dubious"
+    "git clone": ["sh", "-c", ("git config --global --add safe.directory '*' && git clone -q "
+                               f"{BENCH_MOUNT}/repo /work/clone")],
+    "pip install": ["sh", "-c", ("python3 -m venv --without-pip --system-site-packages "
+                                 "/work/venv && /work/venv/bin/python -m pip install -q "
+                                 "--no-index --no-deps --no-cache-dir "
+                                 f"{BENCH_MOUNT}/benchpkg-1.0-py3-none-any.whl")],
+}
+
+
+def _timed(argv: Sequence[str], env: dict[str, str]) -> tuple[float, str]:
+    fleet = Fleet()
+    try:
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            t0 = time.monotonic()
+            p = fleet.start(argv, "learn", stdout=out, stderr=err, env=env)
+            wait_child(p)
+            wall = time.monotonic() - t0
+            out.seek(0)
+            err.seek(0)
+            if p.returncode != 0:
+                raise BenchError(f"exit {p.returncode}: {' '.join(argv[-4:])}: "
+                                 f"{err.read().decode()[-400:]}")
+            return wall, out.read().decode()
+    finally:
+        fleet.close(grace=2)
+
+
+def _flue(sub: str, inputs: Path, cmd: Sequence[str], out: Path) -> list[str]:
+    argv = [*flue_cmd(), sub, "--bind", f"{inputs}:{BENCH_MOUNT}:ro"]
+    if sub == "learn":
+        argv += ["-o", str(out / "learned.toml")]
+    return [*argv, "--", *cmd]
+
+
+def run_learn(cfg: Config) -> dict[str, Any]:
+    env = bench_env()
+    k = max(1000, cfg.calls // 5)
+    runs = cfg.flood_runs
+    job_runs = 1 if cfg.quick else 3
+    say(f"learn: {k} observed calls per run, {runs} runs per mode; {job_runs} runs of each job")
+    out: dict[str, Any] = {"calls": k, "runs": runs, "modes": {}, "jobs": {}}
+    with learn_inputs() as inputs:
+        scratch = Path(tempfile.mkdtemp(prefix="flue-bench-out-"))
+        try:
+            for mode, label in LEARN_MODES:
+                per: dict[str, list[float]] = {"run": [], "learn": []}
+                for _ in range(runs):
+                    for sub in ("run", "learn"):
+                        argv = _flue(sub, inputs, [f"{BENCH_MOUNT}/learncalls", mode, str(k)],
+                                     scratch)
+                        _wall, stdout = _timed(argv, env)
+                        res = parse_flood(stdout)
+                        per[sub].append(float(res["ns"]) / float(res["calls"]) / 1000.0)
+                plain, learned = summarize(per["run"]), summarize(per["learn"])
+                out["modes"][mode] = {"label": label, "run_us": plain, "learn_us": learned,
+                                      "overhead_us": learned["p50"] - plain["p50"]}
+            for job, cmd in LEARN_JOBS.items():
+                walls: dict[str, list[float]] = {"run": [], "learn": []}
+                for _ in range(job_runs):
+                    for sub in ("run", "learn"):
+                        wall, _ = _timed(_flue(sub, inputs, cmd, scratch), env)
+                        walls[sub].append(wall)
+                plain_w, learn_w = summarize(walls["run"]), summarize(walls["learn"])
+                out["jobs"][job] = {"run_s": plain_w, "learn_s": learn_w,
+                                    "ratio": ratio(learn_w["p50"], plain_w["p50"])}
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    out["nsjail_us_per_traced_call"] = list(NSJAIL_US_PER_TRACED_CALL)
+    return out
+
+
+def print_learn(r: dict[str, Any]) -> None:
+    say()
+    say(f"== learn mode: cost per observed syscall ({r['calls']} calls a run, {r['runs']} runs, "
+        "µs per call) ==")
+    say(f"{'':56}{'run':>9}{'learn':>9}{'extra':>9}")
+    for mode, _label in LEARN_MODES:
+        e = r["modes"][mode]
+        say(f"{e['label']:56}{e['run_us']['p50']:9.2f}{e['learn_us']['p50']:9.2f}"
+            f"{e['overhead_us']:9.2f}")
+    lo, hi = r["nsjail_us_per_traced_call"]
+    say(f"nsjail's published cost per traced call (its user-notification tracer): {lo:g}-{hi:g} µs")
+    say()
+    say("== learn mode: slowdown of whole jobs (wall seconds, p50) ==")
+    say(f"{'':16}{'flue run':>10}{'flue learn':>12}{'ratio':>9}")
+    for job, e in r["jobs"].items():
+        say(f"{job:16}{e['run_s']['p50']:10.2f}{e['learn_s']['p50']:12.2f}"
+            f"{fmt_ratio(e['ratio']):>9}")
+
+
 RUNNERS: dict[str, tuple[Callable[[Config], dict[str, Any]], Callable[[dict[str, Any]], None]]] = {
     "cold-start": (run_cold_start, print_cold_start),
     "memory": (run_memory, print_memory),
@@ -1609,6 +1805,7 @@ RUNNERS: dict[str, tuple[Callable[[Config], dict[str, Any]], Callable[[dict[str,
     "supervisor": (run_supervisor, print_supervisor),
     "network": (run_network, print_network),
     "tui": (run_tui, print_tui),
+    "learn": (run_learn, print_learn),
 }
 
 

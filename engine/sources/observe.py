@@ -28,6 +28,10 @@ from engine.sources.decode import IOCTLS, SOCK_TYPES, family_name, read_bytes
 from engine.sources.paths import LOOKUPS, PathObserver
 
 SOCKADDR_CALLS = {"connect": (1, 2), "bind": (1, 2), "sendto": (4, 5)}
+# traced calls the supervisor looks at (beyond path lookups); the helper continues and counts
+# every other traced call by itself (engine.sources.receiver)
+INSPECTED = frozenset({"execve", "execveat", "exit_group", "socket", "socketpair", "ioctl",
+                       *SOCKADDR_CALLS})
 MAX_ENDPOINTS = 256
 MAX_ATTEMPTS = 64
 
@@ -212,6 +216,10 @@ class Observer:
         obs.runs.append({"command": list(self.sb.argv), "exit_code": result.exit_code,
                          "wall_seconds": result.wall_seconds})
         obs.syscalls = dict(self.counts)
+        receiver = getattr(self.listener, "receiver", None)
+        for nr, n in (receiver.counts.items() if receiver is not None else ()):
+            name = self.listener.filt.name_of(nr)
+            obs.syscalls[name] = obs.syscalls.get(name, 0) + n
         allowed = self.sb.profile.seccomp.allow
         obs.core = sorted(n for n in LEARN_CORE if n in allowed)
         obs.denied = {k: {"count": v["count"], "errno": v["errno_name"]}
@@ -259,8 +267,11 @@ def attach(sb: Any, listener: Any) -> None:
         # every lookup is traced: receive at once, so no waiting call is left interruptible
         from engine.sources.receiver import Receiver
 
+        inspect = set(LOOKUPS) | INSPECTED
+        count_only = frozenset(nr for nr, v in listener.filt.table.items()
+                               if v.action == "trace" and v.name not in inspect)
         try:
-            listener.receiver = Receiver(listener.fd)
+            listener.receiver = Receiver(listener.fd, count_only if sb.learn else frozenset())
         except OSError as err:
             sb.degraded.append(f"no notification receiver ({err}): a signal may interrupt a "
                                "traced syscall with EINTR")

@@ -293,7 +293,10 @@ class PathObserver:
                 return
             # a stronger lookup of the same place (make stats cc on PATH, then execs it):
             # the record and the stream say so
-            known.update(op=op, syscall=name, path=path)
+            st = self.decoder._status(n.pid) if hasattr(self.decoder, "_status") else {}
+            ns = st.get("NStgid", "").split()
+            known.update(op=op, syscall=name, path=path, comm=str(st.get("Name", "")),
+                         pid=int(ns[-1]) if ns else 0)
             if self.emit:
                 from engine import events as ev
 
