@@ -145,7 +145,8 @@ class FlueApp(App[int]):
         except EngineError as err:
             self.draft = None
             self._draft_error = err.render()
-            self.notify(err.render(), title="profile", severity="error", timeout=8)
+            self.notify(err.render(), title="profile", severity="error", timeout=8,
+                        markup=False)
             return False
         self.profile_ref = ref
         self._log_mark = 0
@@ -179,11 +180,13 @@ class FlueApp(App[int]):
         try:
             what = fn(self.draft)
         except EngineError as err:
-            self.notify(err.render(), title="not changed", severity="error", timeout=6)
+            self.notify(err.render(), title="not changed", severity="error", timeout=6,
+                        markup=False)
             return False
         err = self.draft.validate()
         if err is not None:
             self.notify(err.render(), title="the draft is not valid", severity="warning",
+                        markup=False,
                         timeout=8)
         else:
             self.notify(f"{what} · r re-runs, ctrl+s saves", title="draft profile",
@@ -274,7 +277,7 @@ class FlueApp(App[int]):
                     title=f"{row.family or row.name}: allowing it would not help"
                     if advice.kind == "capability" else f"{row.name}: nothing to allow",
                     severity="warning" if advice.kind == "capability" else "information",
-                    timeout=8)
+                    timeout=8, markup=False)
         return False
 
     def edit_network(self, kind: str, row: NetRow) -> None:

@@ -97,6 +97,14 @@ def plain(value: object, limit: int = 200) -> str:
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
+def paragraph(value: object, limit: int = 2000) -> str:
+    """Like ``plain`` but keeping line breaks, for a widget that shows several lines (an
+    error with its "fix:" line): each line neutralised, the whole truncated."""
+    lines = str(value).replace("\r\n", "\n").split("\n")
+    s = "\n".join(plain(line, limit) for line in lines)
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
 def cell(value: object, style: str = "", limit: int = 200) -> Text:
     """A safe ``Text`` for a DataTable cell (a ``str`` cell would be parsed as markup)."""
     return Text(plain(value, limit), style=style, no_wrap=True, end="")

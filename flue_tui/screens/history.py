@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from flue_tui.model import RunModel, diff_runs
 from flue_tui.sanitize import cell, plain
+from flue_tui.widgets.table import RowTable
 
 
 def compare(before: RunModel | None, after: RunModel) -> Text:
@@ -68,7 +69,7 @@ class HistoryScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static(Text(" Run history ", "reverse bold"), id="history-title")
-        yield DataTable(id="history-table", cursor_type="row")
+        yield RowTable(id="history-table")
         yield Static(id="history-detail")
         yield Footer()
 

@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, TabbedContent
+from textual.widgets import DataTable, Footer, Input, TabbedContent, Tabs
 
 from flue_tui.model import RunModel
 from flue_tui.widgets import no_blink
@@ -94,6 +94,8 @@ class MonitorScreen(Screen[None]):
         self._network_chosen = False  # 6 was pressed: the Network panel no longer shows itself
         self.panel("network").display = False
         self._sync_rows()
+        for tabs in self.query(Tabs):  # [ and ] switch tabs: Tab goes from panel to panel
+            tabs.can_focus = False
         self.query_one("#denials-table", DataTable).focus()
         no_blink(self)
         self.refresh_all()

@@ -14,7 +14,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
-from flue_tui.sanitize import plain
+from flue_tui.sanitize import paragraph, plain
 from flue_tui.screens.tune import diff_text
 from flue_tui.widgets import no_blink
 
@@ -64,7 +64,7 @@ class SaveModal(ModalScreen[object]):
 
     def _show_error(self, message: str) -> None:
         box = self.query_one("#save-error", Static)
-        box.update(Text("✗ not saved: " + plain(message, 800), "bold red"))
+        box.update(Text("✗ not saved: " + paragraph(message, 800), "bold red"))
         box.add_class("invalid")
 
     @on(Input.Submitted, "#save-target")

@@ -12,7 +12,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, Select, Static
 
-from flue_tui.sanitize import plain
+from flue_tui.sanitize import paragraph, plain
 from flue_tui.widgets import no_blink
 
 
@@ -132,7 +132,7 @@ class TuneScreen(Screen[None]):
             val.update(Text("✓ valid: r runs it, ctrl+s saves it", "green"))
             val.set_class(False, "invalid")
         else:
-            val.update(Text("✗ " + plain(err.render(), 600), "bold red"))
+            val.update(Text("✗ " + paragraph(err.render(), 600), "bold red"))
             val.set_class(True, "invalid")
         log = doc.log[-12:]
         self.query_one("#tune-log", Static).update(

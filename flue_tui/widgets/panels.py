@@ -32,6 +32,7 @@ from flue_tui.sanitize import cell, neutralise_line, plain
 from flue_tui.widgets import format as fmt
 from flue_tui.widgets.graph import Graph
 from flue_tui.widgets.stream import StreamView
+from flue_tui.widgets.table import RowTable
 
 
 class Panel(Vertical):
@@ -91,7 +92,7 @@ class DenialsPanel(Panel):
     def compose(self) -> ComposeResult:
         with TabbedContent(id="denials-tabs"):
             with TabPane("Table", id="denials-table-tab"):
-                yield DataTable(id="denials-table", cursor_type="row", zebra_stripes=False)
+                yield RowTable(id="denials-table")
             with TabPane("Stream", id="denials-stream-tab"):
                 yield StreamView(id="denials-stream", empty="no denials yet")
         yield Static(id="denials-detail", classes="detail")
@@ -107,6 +108,7 @@ class DenialsPanel(Panel):
         table.add_column("command", key="comm", width=8)
         table.add_column("last arguments", key="args")
         self._rows: list[str] = []
+        self._wanted: str | None = None  # the row to put the cursor on once it shows up
         self._shown_cells: dict[str, list[str]] = {}  # row key -> the cells' text on screen
         self._streamed = 0
         self._model: RunModel | None = None
@@ -122,9 +124,15 @@ class DenialsPanel(Panel):
 
     def reset(self) -> None:
         super().reset()
+        # the row the cursor was on comes back to it when the next run refuses it again
+        # (by syscall, not by position: the order of the rows changes between runs)
+        row = self.current_row()
+        self._wanted = row.key if row is not None else self._wanted
         self._streamed = 0
         self._rows = []
-        self.query_one("#denials-table", DataTable).clear()
+        table = self.query_one("#denials-table", RowTable)
+        table.clear()
+        table.moved_by_user = False
         self.query_one("#denials-stream", StreamView).clear()
 
     def set_filter(self, text: str) -> None:
@@ -161,6 +169,10 @@ class DenialsPanel(Panel):
         keys = [r.key for r in rows]
         cursor_key = self._rows[table.cursor_row] if 0 <= table.cursor_row < len(self._rows) \
             else None
+        if self._wanted is not None and getattr(table, "moved_by_user", False):
+            self._wanted = None  # the user has chosen another row meanwhile
+        if self._wanted is not None and self._wanted in keys:
+            cursor_key, self._wanted = self._wanted, None
         if keys != self._rows or force:
             table.clear()
             self._shown_cells = {}
@@ -450,7 +462,7 @@ class ProcessesPanel(Panel):
     title = "4 Processes"
 
     def compose(self) -> ComposeResult:
-        yield DataTable(id="proc-table", cursor_type="row")
+        yield RowTable(id="proc-table")
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -534,7 +546,13 @@ class OutputPanel(Panel):
         self.query_one("#output-stream", StreamView).extend(
             (None, line) for line in fresh(out.lines, out.total, self._shown))
         self._shown = out.total
-        self.border_title = f"5 Output · {out.total} lines" if out.total else "5 Output"
+        kept = len(out.lines)
+        if out.total > kept:  # the oldest were dropped: say the numbers are not the same
+            self.border_title = f"5 Output · showing last {kept} of {out.total} lines"
+        elif out.total:
+            self.border_title = f"5 Output · {out.total} line{'s' if out.total != 1 else ''}"
+        else:
+            self.border_title = "5 Output"
 
     def _render_line(self, line: Any) -> Text:
         t = neutralise_line(line.text)  # an OutputLine holds no newline
@@ -593,7 +611,7 @@ class NetworkPanel(Panel):
     def compose(self) -> ComposeResult:
         with TabbedContent(id="network-tabs"):
             with TabPane("Requests", id="network-table-tab"):
-                yield DataTable(id="network-table", cursor_type="row", zebra_stripes=False)
+                yield RowTable(id="network-table")
             with TabPane("DNS", id="network-dns-tab"):
                 yield StreamView(id="network-dns", empty="no DNS questions yet")
 
