@@ -329,6 +329,11 @@ class Sandbox:
             if host_uid is None and self.workspace:
                 owner = os.stat(self.workspace).st_uid
                 host_uid = owner if owner != 0 else None
+                if owner == 0:
+                    self.degraded.append(
+                        f"workspace {self.workspace} is owned by root, so the sandbox's user "
+                        f"(host uid {NOBODY}) cannot write it; chown it to an unprivileged "
+                        "user, or pass --host-uid N")
             host_uid = NOBODY if host_uid is None else host_uid
             host_gid = host_uid if host_uid != NOBODY else NOBODY
             if self.workspace:
