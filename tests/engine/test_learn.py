@@ -167,3 +167,16 @@ def test_network_attempts_under_none_are_events_and_explained(flue):
     assert (req.address, req.port, req.state, req.via) == ("192.0.2.1", 443, "refused", "direct")
     ex = flue.cli("explain", str(path))
     assert "tried to connect under network mode none: 192.0.2.1:443" in ex.stdout, ex.stdout
+
+
+def test_explain_an_out_of_memory_run_with_its_peak_and_limit(flue):
+    d = flue.tmpdir("oom")
+    hog = "chunks = []\nwhile True:\n    chunks.append(b'x' * (4 << 20))\n"
+    r = flue.run(["python3", "-c", hog], "--memory", "64M")
+    assert r.returncode == 137 and r.report["oom_killed"], r
+    report = d / "report.json"
+    report.write_text(json.dumps(r.report))
+    causes = json.loads(flue.cli("explain", str(report), "--json").stdout)
+    top = causes[0]
+    assert top["kind"] == "oom" and "(64M)" in top["title"] and "peak" in top["title"], causes
+    assert top["changes"][0]["op"] == "set_limit" and top["changes"][0]["arg"] == "memory"

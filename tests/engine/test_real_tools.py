@@ -214,3 +214,18 @@ def test_explain_names_a_bind_removed_from_the_profile(flue, host_data):
                     "--write").returncode == 0
     again = flue.run(["sh", "-c", script], profile=bad)
     assert again.returncode == 0 and "sorted" in again.stdout, again
+
+
+def test_strace_cannot_attach_to_anything_outside(flue):
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed")
+    outside = os.getpid()  # this test process: a host pid, outside the sandbox
+    script = (f"strace -p {outside} -e trace=none 2>&1; echo rc=$?; "
+              "strace -p 1 -e trace=none 2>&1; echo rc=$?")
+    r = flue.run(["sh", "-c", script], profile="debug")
+    assert r.returncode == 0, r
+    lines = r.stdout.splitlines()
+    # the host's pids do not exist in the sandbox's PID namespace; its PID 1 is not dumpable
+    assert any("No such process" in ln for ln in lines), r.stdout
+    assert any("Operation not permitted" in ln for ln in lines), r.stdout
+    assert lines.count("rc=1") == 2, r.stdout
