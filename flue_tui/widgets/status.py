@@ -51,16 +51,16 @@ class StatusLine(Static):
             key = "failed" if bad else "exited"
         t.append(f" {word} ", style(STATE_STYLE.get(key, "status--idle")))
         t.append(f" #{run.number} ", style("status--dim"))
-        t.append(plain(" ".join(run.argv), 60))
-        t.append("  " + fmt.seconds(run.elapsed(now)).strip())
-        t.append(f"  profile {profile_label}")
+        tail = Text(no_wrap=True, end="")
+        tail.append("  " + fmt.seconds(run.elapsed(now)).strip())
+        tail.append(f"  profile {profile_label}")
         a, r = edits
         if a or r:
-            t.append(f" (edited +{a} −{r})", style("status--warn"))
-        t.append(f"  denials {run.denial_total}", style("status--warn") if run.denial_total
-                 else None)
+            tail.append(f" (edited +{a} −{r})", style("status--warn"))
+        tail.append(f"  denials {run.denial_total}", style("status--warn") if run.denial_total
+                    else None)
         if run.net_refused:
-            t.append(f"  net refused {run.net_refused}", style("status--warn"))
+            tail.append(f"  net refused {run.net_refused}", style("status--warn"))
         x = run.exited
         if x is not None:
             flags = [f for f, on in (("OOM", x.oom_killed), ("TIMEOUT", x.timed_out),
@@ -68,7 +68,11 @@ class StatusLine(Static):
                                      ("PIDS-LIMIT", x.pids_limit_hit),
                                      ("MEM-LIMIT", x.memory_limit_hit)) if on]
             if flags:
-                t.append("  " + " ".join(flags), style("status--bad"))
+                tail.append("  " + " ".join(flags), style("status--bad"))
+        # the command gets what the counts and flags leave of the line (60 at most)
+        room = (self.size.width or 120) - t.cell_len - tail.cell_len
+        t.append(plain(" ".join(run.argv), max(16, min(60, room))))
+        t.append_text(tail)
         t.append("\n")
         t.append(self._effective(run, shared))
         self.update(t, layout=False)

@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import ROOT
@@ -28,11 +29,12 @@ def _skip_reason() -> str | None:
 
 
 class Tmux:
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], args: tuple[str, ...] = ()) -> None:
         self.name = f"flue-e2e-{uuid.uuid4().hex[:8]}"
         envs = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        argv = " ".join(shlex.quote(a) for a in (str(BIN), *args))
         # the short sleep lets tmux settle the window size before the app reads it
-        cmd = f"sleep 0.5; cd {shlex.quote(str(ROOT))} && env {envs} {shlex.quote(str(BIN))}; " \
+        cmd = f"sleep 0.5; cd {shlex.quote(str(ROOT))} && env {envs} {argv}; " \
               "echo FLUE-TUI-EXITED $?; sleep 60"
         subprocess.run(["tmux", "new-session", "-d", "-s", self.name, "-x", "120", "-y", "40",
                         cmd], check=True)
@@ -111,5 +113,38 @@ def test_person_runs_demo_allows_saves_quits(isolated_xdg: Path) -> None:
         screen = t.wait_for("FLUE-TUI-EXITED 0", timeout=10)
         recent = Path(env["XDG_STATE_HOME"]) / "flue" / "tui-recent.json"
         assert "demo_agent.py" in recent.read_text()
+    finally:
+        t.kill()
+
+
+def test_person_allows_a_refused_domain_from_the_palette(isolated_xdg: Path,
+                                                         web_server: Any) -> None:
+    """--net allowlist and --resolve on the command line (the name is mapped to the test's
+    own server on 127.0.0.1, never asked of a resolver), the Network panel showing the
+    refusal, the palette's "Allow domain", a re-run that gets through."""
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    name = "web.flue-tui.test"
+    env = {k: os.environ[k] for k in ("XDG_CONFIG_HOME", "XDG_STATE_HOME")}
+    env.update(TERM="xterm-256color", TEXTUAL_ANIMATIONS="none", COLORTERM="truecolor")
+    t = Tmux(env, ("--net", "allowlist", "--resolve", f"{name}=127.0.0.1", "--", "python3",
+                   "tests/tui/programs/net_agent.py", str(web_server.port), name))
+    try:
+        screen = t.wait_for("exited 0", "6 Network", "✗ refused", "net refused 2", timeout=40)
+        assert "net allowlist 0 rules" in screen
+        t.keys("C-p")
+        t.wait_for("Search")
+        t.keys("allow domain", literal=True)
+        t.wait_for(f"Allow domain {name}")
+        t.keys("Enter")
+        t.wait_for(f"allow {name}:{web_server.port}")
+        t.keys("r")
+        screen = t.wait_for("#2", "exited 0", "✓ closed", timeout=40)
+        assert f"hello from {name}" in screen and "net allowlist 1 rule" in screen
+        t.keys("q")
+        t.wait_for("unsaved edits")
+        t.keys("y")
+        t.wait_for("FLUE-TUI-EXITED 0", timeout=10)
     finally:
         t.kill()
