@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 
@@ -77,36 +76,18 @@ def add_tune_parsers(psub: Any) -> None:
 # --------------------------------------------------------------------------- learn
 
 
-def _sidecar(out: str) -> Path:
-    p = Path(out)
-    return p.with_name(p.name.removesuffix(".toml") + ".learn.json")
-
-
 def _previous(out: str | None) -> tuple[Any, str | None]:
     """(the observations already behind OUT, its base) or (None, None)."""
-    from engine.learn.observation import Observation
+    from engine.errors import ProfileError
+    from engine.learn.writer import previous_observations
 
-    if not out or not os.path.exists(out):
+    if not out:
         return None, None
-    side = _sidecar(out)
-    if side.exists():
-        try:
-            obs = Observation.from_dict(json.loads(side.read_text(encoding="utf-8")))
-            return obs, obs.base or None
-        except (OSError, ValueError) as err:
-            _err(f"flue: learn: ignoring {side}: {err}")
-    import tomllib
-
-    from engine.learn.writer import observation_from_profile
-    from engine.profile import load_profile
-
     try:
-        base = tomllib.loads(Path(out).read_text(encoding="utf-8")).get("extends")
-        prof = load_profile(out)
-    except Exception as err:  # noqa: BLE001 - an unreadable OUT is replaced, with a word
+        return previous_observations(out)
+    except (ProfileError, OSError, ValueError) as err:
         _err(f"flue: learn: {out} cannot be read ({err}); writing it anew")
         return None, None
-    return observation_from_profile(prof), base if isinstance(base, str) else None
 
 
 def cmd_learn(a: argparse.Namespace) -> int:
@@ -197,17 +178,13 @@ async def _learn_run(a: argparse.Namespace, argv: list[str], base: Any, binds: A
 
 
 def _write_learned(out: str | None, obs: Any, base_ref: str, base: Any) -> str:
-    from engine.learn.writer import write_profile
-    from engine.profile.edit import _atomic_write, load_text
+    from engine.learn.writer import save_learned, write_profile
+    from engine.profile.edit import load_text
 
-    side = _sidecar(out).name if out else ""
-    text = write_profile(obs, base_ref, base, sidecar=side)
-    origin = out or "learned.toml"
-    name = Path(origin).name.removesuffix(".toml")
-    load_text(text, name=name, origin=os.path.abspath(origin))  # raises if it is not valid
     if out:
-        _atomic_write(Path(out), text)
-        _atomic_write(_sidecar(out), json.dumps(obs.to_dict(), indent=1) + "\n")
+        return save_learned(out, obs, base_ref, base)
+    text = write_profile(obs, base_ref, base)
+    load_text(text, name="learned", origin=os.path.abspath("learned.toml"))  # validates
     return text
 
 

@@ -12,6 +12,7 @@ ran (its name and file).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,19 +122,24 @@ def from_report(d: dict[str, Any], source: str = "") -> RunRecord:
     return r
 
 
-def from_events(lines: list[str], source: str = "") -> RunRecord:
+def from_events(lines: Iterable[str | Any], source: str = "") -> RunRecord:
+    """From JSON lines, or from the ``engine.events`` records themselves (what flue-tui
+    holds in memory)."""
     from engine import events as ev
 
     r = RunRecord(source=source, kind="events")
     attempts: dict[tuple[str, int], dict[str, Any]] = {}
     seen_place: set[str] = set()
     for line in lines:
-        if not line.strip():
+        if isinstance(line, ev.Event):
+            e = line
+        elif not line.strip():
             continue
-        try:
-            e = ev.Event.from_json(line)
-        except KeyError:
-            continue  # a kind from a newer flue
+        else:
+            try:
+                e = ev.Event.from_json(line)
+            except KeyError:
+                continue  # a kind from a newer flue
         if isinstance(e, ev.Started):
             r.command = list(e.argv)
             r.profile = e.profile

@@ -455,3 +455,78 @@ def observation_from_profile(profile: Profile) -> Observation:
     for fam in profile.seccomp.socket_families:
         obs.families[f"{fam} kept"] = 1
     return obs
+
+
+# --------------------------------------------------------------------------- files
+
+
+def sidecar_of(out: str | os.PathLike[str]) -> str:
+    """``NAME.learn.json`` beside ``NAME.toml``: the observations a learned profile is from."""
+    p = os.fspath(out)
+    base = p.removesuffix(".toml")
+    return base + ".learn.json"
+
+
+def previous_observations(out: str | os.PathLike[str]) -> tuple[Observation | None, str | None]:
+    """(the observations already behind a learned profile, the base it was learned on), or
+    (None, None) when ``out`` does not exist. Without its ``.learn.json``, what the profile
+    allows stands in for them (``observation_from_profile``). Raises ``ProfileError`` when
+    the file is not a profile."""
+    import json
+    import tomllib
+
+    from engine.profile.loader import load_profile
+
+    path = os.fspath(out)
+    if not os.path.exists(path):
+        return None, None
+    side = sidecar_of(path)
+    if os.path.exists(side):
+        try:
+            with open(side, encoding="utf-8") as f:
+                obs = Observation.from_dict(json.load(f))
+            return obs, obs.base or None
+        except (OSError, ValueError):
+            pass  # unreadable: fall back to the profile itself
+    with open(path, encoding="utf-8") as f:
+        base = tomllib.loads(f.read()).get("extends")
+    return observation_from_profile(load_profile(path)), base if isinstance(base, str) else None
+
+
+def save_learned(out: str | os.PathLike[str], obs: Observation, base_ref: str,
+                 base: Profile) -> str:
+    """Write the profile for ``obs`` (all the runs, merged already) to ``out`` and the
+    observations beside it, each atomically; the profile is validated first. Returns the
+    text."""
+    import json
+
+    from engine.profile.edit import _atomic_write, load_text
+
+    path = os.path.abspath(os.fspath(out))
+    side = sidecar_of(path)
+    text = write_profile(obs, base_ref, base, sidecar=os.path.basename(side))
+    name = os.path.basename(path).removesuffix(".toml")
+    load_text(text, name=name, origin=path)  # raises ProfileError if it is not valid
+    from pathlib import Path
+
+    _atomic_write(Path(path), text)
+    _atomic_write(Path(side), json.dumps(obs.to_dict(), indent=1) + "\n")
+    return text
+
+
+def learn_into(out: str | os.PathLike[str], run: Observation, base_ref: str | None = None,
+               base: Profile | None = None) -> tuple[str, Observation]:
+    """Merge one learn run into the learned profile at ``out`` (created when absent) and save
+    both files; returns (the profile's text, every run's observations). ``base_ref``: the
+    profile learned on (default: the one ``out`` was learned on, else "default")."""
+    from engine.errors import ProfileError
+    from engine.profile.loader import load_profile
+
+    previous, prev_base = previous_observations(out)
+    if previous is not None and base_ref and prev_base and base_ref != prev_base:
+        raise ProfileError(f"{os.fspath(out)} was learned on {prev_base!r}, not {base_ref!r}",
+                           fix=f"learn with -p {prev_base}, or write to another file")
+    ref = base_ref or prev_base or "default"
+    merged = previous.merge(run) if previous is not None else run
+    merged.base = ref
+    return save_learned(out, merged, ref, base or load_profile(ref)), merged

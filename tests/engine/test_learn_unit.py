@@ -375,3 +375,30 @@ def test_the_document_keeps_comments_when_relaxed(tmp_path):
     text = doc.text()
     assert "# my notes" in text and "# mine" in text and "relax: kcmp refused" in text
     assert os.path.basename(str(prof)) in doc.diff()
+
+
+def test_learn_into_merges_runs_in_the_file_and_its_observations(tmp_path):
+    from engine.errors import ProfileError
+    from engine.learn.writer import learn_into, previous_observations, sidecar_of
+
+    out = tmp_path / "tool.toml"
+    text1, all1 = learn_into(out, _obs(syscalls={"openat": 2}), "default")
+    assert len(all1.runs) == 1 and out.read_text() == text1
+    assert Path(sidecar_of(out)).name == "tool.learn.json"
+    text2, all2 = learn_into(out, _obs(syscalls={"ptrace": 1}))  # the base it was learned on
+    assert len(all2.runs) == 2 and all2.syscalls == {"openat": 2, "ptrace": 1}
+    assert "from 2 runs" in text2 and '"!ptrace"' in text2
+    with pytest.raises(ProfileError, match="was learned on 'default'"):
+        learn_into(out, _obs(), "python")
+    os.unlink(sidecar_of(out))
+    stand_in, base = previous_observations(out)
+    assert base == "default" and stand_in is not None
+    assert {"openat", "ptrace"} <= set(stand_in.kept), "the profile stands in for its runs"
+
+
+def test_a_run_record_from_the_event_records_themselves():
+    records = [ev.Started("s", 1.0, argv=("x",), profile="default"),
+               ev.SyscallDenied("s", 1.1, name="kcmp", errno=1, errno_name="EPERM"),
+               ev.Exited("s", 1.2, exit_code=1)]
+    run = runrecord.from_events(records)
+    assert run.exit_code == 1 and run.denials["kcmp"].count == 1
