@@ -250,15 +250,21 @@ def traced_calls(sb: Any, notify_on: bool) -> tuple[str, ...]:
     out: tuple[str, ...] = ()
     if sb.observe_paths:
         out += tuple(LOOKUPS)
-    if sb.live and sb.profile.network.mode in ("none", "loopback"):
+    if _attempts_wanted(sb):
         out += ("connect",)
     return out
+
+
+def _attempts_wanted(sb: Any) -> bool:
+    """Connection attempts are reported when anyone looks: a live run, or observed paths
+    (a report for flue explain)."""
+    return bool((sb.live or sb.observe_paths) and sb.profile.network.mode in ("none", "loopback"))
 
 
 def attach(sb: Any, listener: Any) -> None:
     """Give the denial listener the observer and the ask broker the sandbox's options ask
     for (called once, when the listener arrives)."""
-    attempts = sb.live and sb.profile.network.mode in ("none", "loopback")
+    attempts = _attempts_wanted(sb)
     if sb.learn or sb.observe_paths or attempts:
         sb.observer = Observer(sb, listener, learn=sb.learn, paths=sb.observe_paths,
                                attempts=attempts)
