@@ -22,7 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pids", default="", help="process limit for this run")
     p.add_argument("--timeout", default="", help="wall-clock timeout, e.g. 30s")
     p.add_argument("--net", default="", choices=("", "none", "loopback", "allowlist"),
-                   help="network mode for this run")
+                   metavar="MODE", help="network mode for this run: none, loopback or "
+                   "allowlist (default: the profile's)")
     p.add_argument("--allow-domain", action="append", default=[], metavar="D",
                    help="also allow D for this run (NAME, *.DOMAIN, NAME:PORT); implies "
                    "--net allowlist; repeatable")
@@ -34,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-unlimited", action="store_true",
                    help="run even when the profile's limits cannot be enforced here (e.g. "
                    "unprivileged without a delegated cgroup); the status line then says so")
+    p.add_argument("--share-dir", action="store_true",
+                   help="bind each script's whole folder read-only, not only the script (for "
+                   "a script that imports its neighbours); asks first when the folder is "
+                   "your home or has dotfiles")
     p.add_argument("--record", metavar="FILE", help="append every event as JSON lines to FILE")
     p.add_argument("--replay", metavar="FILE", help="play a recorded event stream instead of "
                    "running anything")
@@ -64,9 +69,18 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"flue-tui: {err}", file=sys.stderr)
         return 2
+    if not a.replay:  # a profile that does not exist fails here, like `flue run -p`
+        from engine.errors import EngineError
+        from engine.profile.edit import locate
+
+        try:
+            locate(a.profile)
+        except EngineError as err:
+            print(f"flue-tui: {err.render()}", file=sys.stderr)
+            return 2
     app = make_app(command or None, profile=a.profile, workspace=a.workspace, limits=limits,
                    replay=a.replay, replay_speed=a.replay_speed, record_to=a.record,
-                   allow_unlimited=a.allow_unlimited)
+                   allow_unlimited=a.allow_unlimited, share_dirs=a.share_dir)
     if a.replay and not command:
         from flue_tui.runspec import RunSpec
 

@@ -98,6 +98,7 @@ class FlueApp(App[int]):
         self._worker_runs: dict[Any, int] = {}  # engine worker -> its run's number
         self._advised_last: tuple[str, str] | None = None  # (action, row) explained last
         self._advised_at = 0.0
+        self._shared_anyway: set[str] = set()  # folder warnings the user said yes to
         self._painted_at = 0.0
         self._paint_timer: Any = None
 
@@ -171,6 +172,40 @@ class FlueApp(App[int]):
 
     def shared_paths(self) -> tuple[tuple[str, str], ...]:
         return self.prepared.shared if self.prepared else ()
+
+    def cli_equivalent(self, profile: str | None = None) -> tuple[str, str]:
+        """The ``flue run`` line that runs what flue-tui runs (``profile``: the file it will
+        be saved to), and what to do first for it to be the same ("" when nothing)."""
+        from flue_tui.runspec import cli_command
+
+        spec = self.spec
+        if spec is None:
+            return "", "no command yet"
+        note = ""
+        doc = self.draft
+        if profile is None:
+            if doc is None:
+                profile = spec.profile
+            elif doc.dirty:
+                profile = str(doc.default_save_path())
+                note = "once the draft is saved there (ctrl+s)"
+            elif doc.builtin:
+                profile = doc.name
+            elif "/" in spec.profile or spec.profile.endswith(".toml"):
+                profile = str(doc.path)
+            else:
+                profile = spec.profile
+        prepared = self.prepared if self.prepared is not None else prepare(spec)
+        return cli_command(spec, prepared, profile, allow_unlimited=self.allow_unlimited), note
+
+    def action_copy_cli(self) -> None:
+        line, note = self.cli_equivalent()
+        if not line:
+            self.notify(note, severity="warning")
+            return
+        self.copy_to_clipboard(line)
+        self.notify(line + (f"\n({note})" if note else ""), title="copied: the same run from "
+                    "a shell", timeout=10, markup=False)
 
     def apply_edit(self, fn: Callable[[Any], str]) -> bool:
         """Run one edit on the draft; errors become a notification. True when it worked."""
@@ -391,7 +426,26 @@ class FlueApp(App[int]):
             self.push_screen(ErrorModal("bad quick limit", str(err)))
             return
         self.spec = spec
-        self.prepared = prepare(spec)
+        prepared = prepare(spec)
+        if prepared.problems:  # it would fail with "Permission denied" and nothing more
+            p = prepared.problems[0]
+            self.push_screen(ErrorModal(p.title, p.detail, p.fix))
+            return
+        fresh = [w for w in prepared.warnings if w not in self._shared_anyway]
+        if fresh:
+            from flue_tui.screens.modals import ConfirmModal
+
+            def answer(yes: bool | None) -> None:
+                if yes:
+                    self._shared_anyway.update(fresh)
+                    self._start_now(spec)
+
+            self.push_screen(ConfirmModal(
+                "Share the script's whole folder with the agent (--share-dir)? "
+                + "; ".join(fresh) + ". Without --share-dir only the script is shared.",
+                yes="Share it all"), answer)
+            return
+        self.prepared = prepared
         if self.remember:
             from flue_tui.state import remember
 
@@ -686,6 +740,9 @@ class FlueApp(App[int]):
             yield ("Run: Stop the sandbox", "k (asks first)", self.action_stop)
         if self.runs:
             yield ("Run: History", "what changed between runs (h)", self.action_history)
+        if self.spec is not None:
+            yield ("Run: Copy the flue run command",
+                   "the same run from a shell, with the saved profile", self.action_copy_cli)
         req = monitor.selected_request() if monitor is not None and self.run_model else None
         if req is not None and self.draft is not None:
             from engine.network.policy import is_ip_literal
@@ -734,7 +791,7 @@ def make_app(argv: list[str] | tuple[str, ...] | None = None, *, profile: str = 
              replay_upto: int | None = None, clock: Callable[[], float] | None = None,
              remember: bool = True, record_to: str | None = None,
              keymap: dict[str, str] | None = None, blink: bool = True,
-             allow_unlimited: bool = False) -> FlueApp:
+             allow_unlimited: bool = False, share_dirs: bool = False) -> FlueApp:
     """The app, configured. With ``argv`` it launches at once; with ``replay`` it plays a
     recorded event stream instead of running anything (tests, snapshots)."""
     from flue_tui.runspec import QuickLimits
@@ -742,7 +799,8 @@ def make_app(argv: list[str] | tuple[str, ...] | None = None, *, profile: str = 
     spec = None
     if argv:
         spec = RunSpec(argv=tuple(argv), profile=profile, cwd=cwd or os.getcwd(),
-                       workspace=workspace, limits=limits or QuickLimits())
+                       workspace=workspace, limits=limits or QuickLimits(),
+                       share_dirs=share_dirs)
     app = FlueApp(spec=spec, profile=profile, clock=clock, remember=remember,
                   record_to=record_to, keymap=keymap, cwd=cwd, blink=blink,
                   allow_unlimited=allow_unlimited)

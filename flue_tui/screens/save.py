@@ -45,6 +45,7 @@ class SaveModal(ModalScreen[object]):
             yield Static(id="save-error")
             with VerticalScroll(id="save-diff"):
                 yield Static(diff_text(doc.diff()))
+            yield Static(id="save-cli")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save (enter)", id="save-ok", variant="success")
                 yield Button("Cancel (esc)", id="save-cancel")
@@ -85,6 +86,12 @@ class SaveModal(ModalScreen[object]):
         risk = self._risks(event.value.strip())
         warning.update(Text("⚠ " + " ".join(risk), "bold yellow") if risk else Text(""))
         warning.set_class(bool(risk), "warn")
+        target = event.value.strip()
+        named = target and "/" not in target and not target.endswith(".toml")
+        prof = target if named else str(save_destination(target))  # -p NAME finds it
+        line, _ = self.app.cli_equivalent(prof) if target else ("", "")
+        self.query_one("#save-cli", Static).update(
+            Text("then, from a shell: " + plain(line, 2000)) if line else Text(""))
 
     def _risks(self, target: str) -> list[str]:
         """What saving to ``target`` does beyond writing this profile: a built-in of another

@@ -101,6 +101,7 @@ class TuneScreen(Screen[None]):
                 yield Static(id="tune-validation")
                 with VerticalScroll(id="tune-diff-scroll"):
                     yield Static(id="tune-diff")
+                yield Static(id="tune-cli")
         with Horizontal(id="tune-buttons"):
             yield Button("Re-run (r)", id="tune-rerun", variant="primary")
             yield Button("Save… (ctrl+s)", id="tune-save", variant="success")
@@ -135,6 +136,12 @@ class TuneScreen(Screen[None]):
             val.update(Text("✗ " + paragraph(err.render(), 600), "bold red"))
             val.set_class(True, "invalid")
         log = doc.log[-12:]
+        line, note = app.cli_equivalent()
+        cli = Text("same run from a shell: ", "bold")
+        cli.append(plain(line, 2000) if line else note, "" if line else "dim")
+        if line and note:
+            cli.append(f" ({note})", "dim")
+        self.query_one("#tune-cli", Static).update(cli)
         self.query_one("#tune-log", Static).update(
             Text("\n".join(f"• {plain(x, 120)}" for x in log), "") if log else
             Text("none yet: a/g/e on a denial, or the fields above", "dim"))

@@ -96,7 +96,7 @@ def test_batcher_posts_one_batch_at_a_time() -> None:
     assert [e.ts for p in posted for e in p.events] == [0.0, 1.0, 2.0, 3.0]
 
 
-def test_prepare_binds_script_dir_read_only(tmp_path: Path) -> None:
+def test_prepare_binds_the_script_read_only(tmp_path: Path) -> None:
     (tmp_path / "agents").mkdir()
     script = tmp_path / "agents" / "run.py"
     script.write_text("print(1)\n")
@@ -104,8 +104,11 @@ def test_prepare_binds_script_dir_read_only(tmp_path: Path) -> None:
                    cwd=str(tmp_path))
     p = prepare(spec)
     assert p.argv == ("python3", f"{HOST_MOUNT}/agents/run.py", "--task", "x", "/usr/bin/env")
-    assert len(p.binds) == 1 and p.binds[0].src == str(tmp_path / "agents")
-    assert p.binds[0].dst == f"{HOST_MOUNT}/agents" and not p.binds[0].rw
+    assert len(p.binds) == 1 and p.binds[0].src == str(script)  # the file, not its folder
+    assert p.binds[0].dst == f"{HOST_MOUNT}/agents/run.py" and not p.binds[0].rw
+    folder = prepare(RunSpec(argv=spec.argv, cwd=str(tmp_path), share_dirs=True))
+    assert [(b.src, b.dst) for b in folder.binds] == [(str(tmp_path / "agents"),
+                                                      f"{HOST_MOUNT}/agents")]
 
 
 def test_quick_limits() -> None:
