@@ -188,7 +188,7 @@ class FlueApp(App[int]):
                 profile = spec.profile
             elif doc.dirty:
                 profile = str(doc.default_save_path())
-                note = "once the draft is saved there (ctrl+s)"
+                note = "after saving the draft there: ctrl+s"
             elif doc.builtin:
                 profile = doc.name
             elif "/" in spec.profile or spec.profile.endswith(".toml"):

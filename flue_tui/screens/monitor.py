@@ -12,6 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Input, TabbedContent, Tabs
 
 from flue_tui.model import RunModel
@@ -218,9 +219,23 @@ class MonitorScreen(Screen[None]):
         box = self.query_one("#filter", Input)
         box.display = False
         panel = getattr(self, "_filter_panel", None) or self.panel("denials")
-        focusable = [w for w in panel.query("*") if w.can_focus and w.display]
-        if focusable:
-            focusable[0].focus()
+        self._focus_in(panel)
+
+    @staticmethod
+    def _focus_in(panel: Panel) -> None:
+        """Focus what the panel shows: its active tab's content (a widget of a hidden tab
+        would bring that tab back)."""
+        def shown(w: Widget) -> bool:
+            node: Widget | None = w
+            while node is not None and node is not panel:
+                if not node.display:
+                    return False
+                node = node.parent  # type: ignore[assignment]
+            return True
+
+        target = next((w for w in panel.query("*") if w.can_focus and shown(w)), None)
+        if target is not None:
+            target.focus()
 
     def action_clear_filter(self) -> None:
         box = self.query_one("#filter", Input)
@@ -229,9 +244,7 @@ class MonitorScreen(Screen[None]):
         box.value = ""
         if box.display:
             box.display = False
-            focusable = [w for w in panel.query("*") if w.can_focus and w.display]
-            if focusable:
-                focusable[0].focus()
+            self._focus_in(panel)
 
     def key_escape(self) -> None:
         self.action_clear_filter()
