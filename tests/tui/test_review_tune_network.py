@@ -27,3 +27,21 @@ async def test_reopening_tune_keeps_network_loopback() -> None:
         await pilot.pause(0.5)
         assert isinstance(app.screen, TuneScreen)
         assert app.draft.resolve().network.mode == "loopback"
+
+
+async def test_the_changed_line_keeps_no_comment_that_now_lies() -> None:
+    """The built-in's `mode = "none"  # ... no interfaces, not even loopback` must not say
+    that beside loopback once Tune has changed it."""
+    app = make_app(None, remember=False, blink=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.3)
+        await pilot.press("escape")
+        await pilot.pause(0.2)
+        app.action_tune()
+        await pilot.pause(0.5)
+        assert app.apply_edit(lambda d: d.set_network("loopback"))
+        await pilot.pause(0.3)
+        line = next(ln for ln in app.draft.text().splitlines() if ln.startswith("mode ="))
+        assert "not even loopback" not in line and "changed in flue-tui" in line, line
+        diff = str(app.screen.query_one("#tune-diff").content)
+        assert '(was "none")' in diff
