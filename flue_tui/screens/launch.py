@@ -56,22 +56,16 @@ class LaunchScreen(Screen[RunSpec | None]):
                         placeholder="e.g. python3 agent.py --task fix-tests")
             with Horizontal(classes="form-row"):
                 with Vertical(classes="form-col"):
-                    yield Label("Directory: relative script paths resolve here",
-                                classes="form-label")
+                    yield Label("Directory (relative paths start here)", classes="form-label")
                     yield Input(value=spec.cwd if spec else self.app.cwd, id="launch-cwd")
                 with Vertical(classes="form-col"):
-                    yield Label("Workspace: host dir, rw at /work (empty: tmpfs)",
-                                classes="form-label")
+                    yield Label("Workspace: rw at /work (empty: tmpfs)", classes="form-label")
                     yield Input(value=spec.workspace if spec else "", id="launch-workspace",
                                 placeholder="(private tmpfs)")
-            with Horizontal(classes="form-row"):
-                with Vertical(classes="form-col"):
-                    yield Label("Profile", classes="form-label")
-                    yield Select(profiles, value=current, id="launch-profile",
-                                 allow_blank=False)
-                with Vertical(classes="form-col"):
-                    yield Label("…or a profile file (enter picks it)", classes="form-label")
-                    yield Input(id="launch-profile-path", placeholder="./my-agent.toml")
+            yield Label("Profile", classes="form-label")
+            yield Select(profiles, value=current, id="launch-profile", allow_blank=False)
+            yield Input(id="launch-profile-path",
+                        placeholder="…or a profile file: ./my-agent.toml (enter picks it)")
             yield Label("Quick limits for this run (empty keeps the profile's; none removes)",
                         classes="form-label")
             with Horizontal(classes="form-row"):
@@ -139,7 +133,10 @@ class LaunchScreen(Screen[RunSpec | None]):
                 path = locate(ref)
             except EngineError:
                 return False
-            self._profile_options.append((f"{ref} (file {path})"[:80], ref))
+            label = f"{path.name} (file)"  # short: the picker is narrow at 80 columns
+            if label in (lbl for lbl, _ in self._profile_options):
+                label = f"{path.name} (file in {path.parent})"
+            self._profile_options.append((label, ref))
             self._profile_values.add(ref)
             sel.set_options(self._profile_options)
         sel.value = ref
