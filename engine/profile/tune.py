@@ -112,8 +112,14 @@ def _apply(c: Change, doc: ProfileDocument) -> str:
         return doc.remove_allow(c.arg)
     if c.op == "replace_group":
         out = doc.remove_allow(c.arg)
+        # the members were allowed through the group, so nothing denies them: append the
+        # ones no other entry still allows (one resolve, not one per member)
+        cur = doc._current()
+        still = cur.seccomp.allow if cur is not None else frozenset()
+        arr = doc._array("seccomp", "allow")
         for name in c.value.split():
-            doc.allow_syscall(name)
+            if name not in still:
+                doc._append(arr, name)
         return doc._done(out + f", then allow {c.value.replace(' ', ', ')}")
     if c.op == "remove_bind":
         return doc.remove_bind(c.arg)

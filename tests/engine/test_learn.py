@@ -180,3 +180,26 @@ def test_explain_an_out_of_memory_run_with_its_peak_and_limit(flue):
     top = causes[0]
     assert top["kind"] == "oom" and "(64M)" in top["title"] and "peak" in top["title"], causes
     assert top["changes"][0]["op"] == "set_limit" and top["changes"][0]["arg"] == "memory"
+
+
+def test_tighten_from_a_learn_run_still_runs_the_command(flue):
+    d = flue.tmpdir("tighten")
+    prof = flue.write_profile('extends = "default"  # the base\n', "mine.toml", d)
+    cmd = ["sh", "-c", PIPELINE]
+    learned = flue.run(cmd, "-o", str(d / "scratch.toml"), "-p", str(prof), sub="learn")
+    assert learned.returncode == 0, learned
+    report = d / "learn-report.json"
+    report.write_text(json.dumps(learned.report))
+    show = flue.cli("profiles", "tighten", str(prof), "--from", str(report), "--json")
+    assert show.returncode == 0, show.stderr
+    hunks = json.loads(show.stdout)["hunks"]
+    ops = {(h["op"], h["arg"]) for h in hunks}
+    assert ("remove_allow", "@aio") in ops and ("set_network", "") not in ops
+    assert all(h["diff"].startswith("--- a/mine.toml") for h in hunks)
+    t = flue.cli("profiles", "tighten", str(prof), "--from", str(report), "--write")
+    assert t.returncode == 0 and "saved" in t.stderr, t.stderr
+    text = prof.read_text()
+    assert '"!@aio",' in text or "!@aio" in text
+    r = flue.run(cmd, profile=prof)
+    assert r.returncode == 0 and r.stdout.strip() == "2", f"{r}\n{text}"
+    assert r.report["denials"] == {}, r.report["denials"]
