@@ -39,7 +39,7 @@ from engine.sources._watch import MAX_DEPTH, MAX_MANIFEST
 __all__ = ["MAX_DEPTH", "MAX_MANIFEST", "FileWatcher"]
 
 READY_TIMEOUT = 10.0  # the helper's start, joining and first snapshot (the exec waits)
-STOP_TIMEOUT = 10.0  # the last collection, comparison and manifest
+STOP_TIMEOUT = 30.0  # the last collection, comparison and manifest (a wide tree on a busy machine)
 
 
 def _same_ns(fd: int, name: str) -> bool:
