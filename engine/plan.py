@@ -6,14 +6,15 @@ spawner hands it to the forked child directly. Nothing in here touches the kerne
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
+
+from engine._record import field, record
 
 # where the new root is assembled inside the sandbox's private mount namespace
 STAGE = "/tmp"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class MountOp:
     """One step of building the root, executed in order by the sandbox's PID 1.
 
@@ -41,7 +42,7 @@ class MountOp:
     dev: bool = False  # a device node: keep it usable (no nodev), but noexec
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class LaunchPlan:
     sandbox_id: str
     argv: tuple[str, ...]

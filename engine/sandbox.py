@@ -15,8 +15,9 @@ import signal as _signal
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from engine._record import field, record
 
 if TYPE_CHECKING:
     from engine import events as ev
@@ -37,7 +38,7 @@ NOBODY = 65534
 _seq = itertools.count(1)
 
 
-@dataclass
+@record
 class Result:
     """What happened, as ``flue run --report`` writes it."""
 

@@ -36,10 +36,10 @@ import io
 import json
 import os
 import socket
-from dataclasses import dataclass, field
 from typing import Any
 
 from engine import cachedir
+from engine._record import field, record
 from engine.errors import LaunchError
 from engine.profile.model import SeccompPolicy
 
@@ -93,7 +93,7 @@ LEARN_CORE = ("read", "write", "close", "futex", "mmap", "munmap", "mprotect", "
               "clone", "fork", "vfork")
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class SyscallVerdict:
     name: str
     action: str  # allow | errno | notify | kill  (allow may still be argument-filtered)
@@ -101,7 +101,7 @@ class SyscallVerdict:
     filtered: str = ""  # "namespace flags", "socket family", "terminal ioctls", "personality"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class CompiledFilter:
     bpf: bytes
     notify: bool

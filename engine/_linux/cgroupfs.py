@@ -16,7 +16,8 @@ import errno
 import os
 import signal
 import time
-from dataclasses import dataclass
+
+from engine._record import record
 
 __all__ = [
     "CgroupFS",
@@ -129,7 +130,7 @@ def _unescape(field: str) -> str:
     return "".join(out)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Mount:
     """One line of /proc/PID/mountinfo."""
 
@@ -171,7 +172,7 @@ def parse_mountinfo(text: str) -> list[Mount]:
     return mounts
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class ProcCgroup:
     """One line of /proc/PID/cgroup: ``hierarchy-id:controller-list:path``."""
 

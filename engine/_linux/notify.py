@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import fcntl
 import struct
-from dataclasses import dataclass
+
+from engine._record import record
 
 SECCOMP_IOCTL_NOTIF_RECV = 0xC0502100
 SECCOMP_IOCTL_NOTIF_SEND = 0xC0182101
@@ -16,7 +17,7 @@ _NOTIF = struct.Struct("=QIIiIQ6Q")  # id, pid, flags, nr, arch, ip, args[6]
 _RESP = struct.Struct("=QqiI")  # id, val, error, flags
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Notification:
     id: int
     pid: int  # in the supervisor's PID namespace

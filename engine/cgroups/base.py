@@ -8,13 +8,13 @@ and removes it. The sandbox's first process joins by writing its own pid into ev
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Protocol
 
+from engine._record import field, record
 from engine.profile.model import Limits
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class CgroupSample:
     """One reading of a sandbox's cgroup. ``None`` means "not available on this backend"."""
 
@@ -31,7 +31,7 @@ class CgroupSample:
     pids_limit_hits: int | None = None  # forks refused by pids.max
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class ControllerStatus:
     name: str  # "memory", "cpu", "pids" (and "cpuacct" on v1)
     available: bool
@@ -40,7 +40,7 @@ class ControllerStatus:
     fix: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class CgroupSupport:
     """What ``flue doctor`` prints and what the engine uses to pick a backend."""
 

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import os
 import pwd
-from dataclasses import dataclass, field
 
 from engine._linux import cgroupfs
 from engine._linux.cgroupfs import CgroupFS, Mount, ProcCgroup
+from engine._record import field, record
 from engine.cgroups.base import CgroupBackend, CgroupSupport, ControllerStatus
 from engine.cgroups.v1 import V1_CONTROLLERS, V1Backend, delegation_fix
 from engine.cgroups.v2 import DELEGATE_FIX, NEEDED, SUPERVISOR_LEAF, V2Backend
@@ -68,7 +68,7 @@ def _who(uid: int) -> str:
         return f"uid {uid}"
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class _V1:
     statuses: dict[str, ControllerStatus] = field(default_factory=dict)
     parents: dict[str, str] = field(default_factory=dict)  # usable controller -> directory
@@ -78,7 +78,7 @@ class _V1:
         return sum(1 for c in NEEDED if c in self.parents)
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class _V2:
     mount: Mount
     base: str | None = None  # directory sandboxes go under
@@ -94,7 +94,7 @@ class _V2:
         return sum(1 for s in self.statuses.values() if s.available)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Probe:
     """What detection found, with what the backends need beyond ``CgroupSupport``."""
 

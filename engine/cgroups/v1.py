@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass, field
 
 from engine._linux import cgroupfs
 from engine._linux.cgroupfs import CgroupFS
+from engine._record import field, record
 from engine.cgroups.base import CgroupSample, CgroupSupport
 from engine.cgroups.v2 import (
     CPU_PERIOD_US,
@@ -56,7 +56,7 @@ def _sum(a: int | None, b: int | None) -> int | None:
     return a + (b or 0)
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class V1SandboxCgroup:
     """One sandbox's groups, one directory per v1 hierarchy. Picklable; holds absolute paths
     only, so use it from processes that share the host's mount namespace."""

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass, field
 
 from engine._linux import cgroupfs
 from engine._linux.cgroupfs import CgroupFS
+from engine._record import field, record
 from engine.cgroups.base import CgroupSample, CgroupSupport
 from engine.errors import EngineError, LimitUnavailable
 from engine.profile.model import Limits
@@ -156,7 +156,7 @@ def remove_error(path: str, err: OSError) -> EngineError:
 # --- the v2 sandbox group -----------------------------------------------------------------
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class V2SandboxCgroup:
     """One sandbox's group in the unified hierarchy. Picklable; holds absolute paths only, so
     use it from processes that share the host's mount namespace (see docs/cgroups.md)."""

@@ -6,11 +6,11 @@ turns TOML files into them; nothing else parses TOML.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import typing
-from dataclasses import dataclass, field
 from typing import Any
+
+from engine._record import field, record
 
 # bumped when a record gains or loses a field: cached profiles of another shape are stale
 MODEL_VERSION = 4
@@ -22,7 +22,7 @@ DEFAULT_INOTIFY_INSTANCES = 32
 DEFAULT_INOTIFY_WATCHES = 32768
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Bind:
     """A host path made visible inside the sandbox."""
 
@@ -32,7 +32,7 @@ class Bind:
     optional: bool = False  # skip silently when the source does not exist
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class FilesystemPolicy:
     root_size: int = 64 << 20  # bytes, the tmpfs that holds the new root
     tmp_size: int = 256 << 20  # /tmp
@@ -51,7 +51,7 @@ class FilesystemPolicy:
     tmpfs: tuple[tuple[str, int], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class NetworkPolicy:
     mode: str = "none"  # "none" | "loopback" | "allowlist"
     # allowlist mode: normalised rules ("pypi.org", "*.example.com", "api.example.org:8443")
@@ -60,7 +60,7 @@ class NetworkPolicy:
     hosts: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class SeccompPolicy:
     # fully expanded syscall names (groups resolved), deny already subtracted
     allow: frozenset[str] = frozenset()
@@ -86,7 +86,7 @@ class SeccompPolicy:
         return self.default_errno
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Limits:
     memory: int | None = None  # bytes
     cpus: float | None = None  # CPUs (0.5 = half a CPU)
@@ -97,7 +97,7 @@ class Limits:
     inotify_watches: int | None = DEFAULT_INOTIFY_WATCHES
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class EnvPolicy:
     # host variables copied in when set; an entry ending in "*" is a prefix ("LC_*")
     passthrough: tuple[str, ...] = ("TERM", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "COLORTERM")
@@ -110,7 +110,7 @@ class EnvPolicy:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class UserPolicy:
     name: str = "agent"
     uid: int = 0  # uid inside the sandbox
@@ -122,7 +122,7 @@ class UserPolicy:
         return self.home or ("/root" if self.name == "root" else f"/home/{self.name}")
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Profile:
     name: str
     source: str | None = None  # file the profile was read from (None: built in code)
@@ -141,9 +141,10 @@ class Profile:
 
 
 def to_data(obj: Any) -> Any:
-    """A record as JSON-able data: dataclasses as dicts, tuples and frozensets as lists."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_data(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    """A record as JSON-able data: records as dicts, tuples and frozensets as lists."""
+    if hasattr(obj, "__record_fields__") and not isinstance(obj, type):
+        names: tuple[str, ...] = type(obj).__match_args__
+        return {name: to_data(getattr(obj, name)) for name in names}
     if isinstance(obj, tuple):
         return [to_data(x) for x in obj]
     if isinstance(obj, frozenset):
@@ -221,7 +222,7 @@ def _user(v: Any) -> UserPolicy:
 
 @functools.cache
 def _names(cls: type) -> frozenset[str]:
-    return frozenset(f.name for f in dataclasses.fields(cls))
+    return frozenset(cls.__match_args__)  # type: ignore[attr-defined]
 
 
 def _fields(v: Any, cls: type) -> dict[str, Any]:
