@@ -1,10 +1,11 @@
 """The one place flue-tui talks to the engine.
 
 ``Bridge.run`` is awaited inside the app's engine worker (``@work(group="engine",
-exclusive=True)``): it starts a sandbox through the fork server, collects its events from the
-engine's synchronous callback, and posts them to the app in batches every ``interval``
-seconds -- one ``EventBatch`` per tick (never replaced), plus the latest process table as a
-``ProcessSnapshot`` (which replaces an older one still waiting). At most one batch is in the
+exclusive=True)``): it starts a sandbox in the engine host (``engine.remote``: a process of
+flue's own that supervises it on its own loop), collects the events the host streams back,
+and posts them to the app in batches every ``interval`` seconds -- one ``EventBatch`` per
+tick (never replaced), plus the latest process table as a ``ProcessSnapshot`` (which
+replaces an older one still waiting). At most one batch is in the
 app's queue at a time: while the app has not applied the last one, events keep collecting
 into the next, so a flood the app cannot fold in 75 ms makes fewer, larger batches instead
 of a queue that grows without bound (and that every keypress would wait behind). Screens
@@ -78,7 +79,18 @@ class _Batcher:
 
 
 class Bridge:
-    """Owns the fork server and the running sandbox."""
+    """Owns the engine host (the process that supervises the sandboxes) and the current run.
+
+    The sandbox's supervisor -- its seccomp listener, output pipes, samplers -- runs in the
+    engine host (``engine.remote``), not on the app's loop: a flood is answered there while
+    the app draws. The host streams events back in batches; they go into the app's
+    ``EventBatch`` messages as before.
+
+    Ask mode: set ``ask`` (and ``ask_timeout``, ``ask_decided``) before ``run``. ``ask`` is
+    called on the app's loop with each request held in the sandbox (an object with the
+    fields of ``engine.sources.ask.AskRequest`` and ``answer(decision)``, callable from any
+    thread); a request not answered within ``ask_timeout`` is denied by the engine.
+    """
 
     def __init__(self, post: Callable[[Any], Any], *, interval: float = DEFAULT_INTERVAL,
                  record_to: str | None = None, allow_unlimited: bool = False) -> None:
@@ -88,78 +100,110 @@ class Bridge:
         # like `flue run --allow-unlimited`: limits that cannot be enforced here are dropped
         # (the sandbox reports it as degraded) instead of failing the run
         self.allow_unlimited = allow_unlimited
-        self._spawner: Any = None
-        self._sandbox: Any = None
+        self._host: Any = None
+        self._run: int | None = None  # the run the host supervises for us now
         self.clock: Callable[[], float] = time.monotonic
+        self.ask: Callable[[Any], None] | None = None
+        self.ask_timeout: float | None = None  # None: the engine's default
+        self.ask_decided: dict[str, str] = {}
 
-    # --- the fork server ------------------------------------------------------------------
+    # --- the engine host ------------------------------------------------------------------
 
     def start_spawner(self) -> None:
-        """Start the fork server. Call on the main thread: its parent-death signal is tied
-        to the thread that created it."""
-        if self._spawner is None:
-            from engine.spawner import ForkServer
+        """Start the engine host (again, if it died). Call on the main thread: its
+        parent-death signal is tied to the thread that created it."""
+        if self._host is not None and not self._host.alive():
+            self._host.close(timeout=0)
+            self._host = None
+        if self._host is None:
+            from engine.remote import EngineHost
 
             if threading.current_thread() is not threading.main_thread():
-                raise RuntimeError("the fork server must be started on the main thread")
-            self._spawner = ForkServer()
+                raise RuntimeError("the engine host must be started on the main thread")
+            self._host = EngineHost()
+
+    @property
+    def host_pid(self) -> int | None:
+        return self._host.pid if self._host is not None else None
 
     def close(self) -> None:
         self.kill()
-        if self._spawner is not None:
+        if self._host is not None:
             try:
-                self._spawner.close()
+                self._host.close()
             finally:
-                self._spawner = None
+                self._host = None
 
     @property
     def running(self) -> bool:
-        return self._sandbox is not None
+        return self._run is not None
 
     # --- control --------------------------------------------------------------------------
 
     def stop(self) -> None:
         """Ask the sandbox to stop (SIGTERM to its PID 1, which forwards it)."""
-        if self._sandbox is not None:
-            self._sandbox.send_signal(signal.SIGTERM)
+        self._signal(signal.SIGTERM)
 
     def kill(self) -> None:
-        if self._sandbox is not None:
-            self._sandbox.kill()
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: int) -> None:
+        if self._run is not None and self._host is not None:
+            self._host.signal(self._run, sig)
 
     # --- a run ----------------------------------------------------------------------------
 
     async def run(self, run: int, prepared: Prepared, profile: Any, *,
-                  workspace: str = "", env: Sequence[tuple[str, str]] = ()) -> Any:
-        from engine.sandbox import Sandbox
+                  workspace: str = "", env: Sequence[tuple[str, str]] = (),
+                  learn: bool = False) -> Any:
+        from engine.remote import RunHandlers
 
         self.start_spawner()
+        host = self._host
         recorder = _open_recording(self.record_to) if self.record_to else None
         batch = _Batcher(self.post, run,
                          (lambda e: recorder.write(e.to_json() + "\n")) if recorder else None)
         name = f"flue-tui-{os.getpid()}-{run}"
-        sb = Sandbox(list(prepared.argv), profile, workspace=workspace or None,
-                     binds=prepared.binds, env=(("FLUE_SANDBOX_ID", name), *env),
-                     spawner=self._spawner, name=name, capture_output=True, watch_files=True,
-                     observe=True, allow_unlimited=self.allow_unlimited)
-        sb.subscribe(batch.add)
-        self._sandbox = sb
+        ask = None
+        if self.ask is not None:
+            from engine.sources.ask import DEFAULT_TIMEOUT
+
+            ask = {"timeout": DEFAULT_TIMEOUT if self.ask_timeout is None else self.ask_timeout,
+                   "decided": dict(self.ask_decided)}
+        request = {"argv": list(prepared.argv), "profile": profile,
+                   "workspace": workspace or None, "binds": tuple(prepared.binds),
+                   "env": (("FLUE_SANDBOX_ID", name), *env), "name": name,
+                   "allow_unlimited": self.allow_unlimited, "ask": ask,
+                   "learn": learn}  # learn: traced, ends with a LearnSummary
+
+        def on_events(events: list[ev.Event]) -> None:
+            for e in events:
+                batch.add(e)
+
+        def on_ask(req: Any) -> None:
+            batch.flush(force=True)  # the AskRequested event before the prompt
+            if self.ask is not None:
+                self.ask(req)
+            else:
+                req.answer("deny")
+
+        handlers = RunHandlers(on_events, on_ask if ask is not None else None)
+        self._run = run
         ticker = asyncio.create_task(self._tick(batch))
         result = None
         try:
-            await sb.start()
-            result = await sb.wait()
+            result = await host.run(run, request, handlers)
             return result
         except asyncio.CancelledError:
-            sb.kill()
+            host.signal(run, signal.SIGKILL)
             with contextlib.suppress(Exception):  # gone already, or never started
-                result = await asyncio.wait_for(sb.wait(), 5)
+                result = await asyncio.wait_for(asyncio.shield(handlers.future), 5)
             raise
         finally:
             ticker.cancel()
             batch.flush(force=True)
-            if self._sandbox is sb:  # not a later run's (the app runs one at a time anyway)
-                self._sandbox = None
+            if self._run == run:  # not a later run's (the app runs one at a time anyway)
+                self._run = None
             if recorder is not None:
                 recorder.close()
             self.post(RunFinished(run, result))
@@ -213,7 +257,8 @@ class ReplayBridge(Bridge):
     kill = stop
 
     async def run(self, run: int, prepared: Prepared, profile: Any, *,
-                  workspace: str = "", env: Sequence[tuple[str, str]] = ()) -> Any:
+                  workspace: str = "", env: Sequence[tuple[str, str]] = (),
+                  learn: bool = False) -> Any:
         self.runs.append((prepared.argv, profile))
         self._stop = False
         batch = _Batcher(self.post, run)

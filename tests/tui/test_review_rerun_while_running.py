@@ -61,7 +61,7 @@ async def test_rerun_while_running_keeps_the_new_sandbox_killable() -> None:
                 await pilot.pause(0.1)
             assert not app.bridge.running
         finally:
-            if app.bridge._sandbox is not None:
+            if app.bridge.running:
                 app.bridge.kill()
 
 
