@@ -17,15 +17,25 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def root() -> Path:
     """``$XDG_CACHE_HOME/flue``, by default ``~/.cache/flue``."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "flue"
+    from pathlib import Path
+
+    return Path(_base()) / "flue"
+
+
+def _base() -> str:
+    """``$XDG_CACHE_HOME``, by default ``~/.cache`` (a string: pathlib costs its import on
+    ``flue run``'s path)."""
+    return os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
 
 
 def _ours(st: os.stat_result) -> bool:
@@ -35,11 +45,11 @@ def _ours(st: os.stat_result) -> bool:
 def open_dir(kind: str, *, create: bool = False) -> int | None:
     """An fd of ``flue/<kind>`` when both levels are directories of ours that nobody else can
     write (made 0700 when missing and ``create``); None otherwise. The caller closes it."""
-    top = root()
+    base = _base()
     try:
         if create:
-            os.makedirs(top.parent, mode=0o700, exist_ok=True)
-        fd = os.open(top.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            os.makedirs(base, mode=0o700, exist_ok=True)
+        fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return None
     for name in ("flue", kind):

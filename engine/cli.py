@@ -13,11 +13,13 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import argparse
 
 EXIT_FLUE = 125
 
@@ -40,6 +42,8 @@ def _fail(err: BaseException) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    import argparse
+
     p = argparse.ArgumentParser(prog="flue", description="Run a command in a lightweight sandbox.")
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -82,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-tty", dest="tty", action="store_const", const="off",
                    help="pass flue's stdio to the sandbox as it is, a terminal too (then the "
                    "sandbox reads the terminal even when flue is in the background)")
-    r.add_argument("command", nargs=argparse.REMAINDER)
+    r.add_argument("command", nargs=argparse.REMAINDER)  # as _parse_run_fast: keep in step
 
     from engine import cli_tools
 
@@ -100,6 +104,83 @@ def _parser() -> argparse.ArgumentParser:
     va.add_argument("file")
     cli_tools.add_tune_parsers(psub)
     return p
+
+
+# `flue run`'s options, for the fast parser below: name -> (dest, kind); kinds: "value",
+# "append", "int", "float", a tuple of choices, or ("const", dest value)
+_RUN_OPTS: dict[str, tuple[str, Any]] = {
+    "-p": ("profile", "value"), "--profile": ("profile", "value"),
+    "--memory": ("memory", "value"), "--cpus": ("cpus", "value"), "--pids": ("pids", "value"),
+    "--timeout": ("timeout", "value"), "--net": ("net", ("none", "loopback", "allowlist")),
+    "--allow-domain": ("allow_domain", "append"), "--resolve": ("resolve", "append"),
+    "--bind": ("bind", "append"), "--env": ("env", "append"),
+    "--workspace": ("workspace", "value"), "--report": ("report", "value"),
+    "--events": ("events", "value"), "--host-uid": ("host_uid", "int"),
+    "--sample-interval": ("sample_interval", "float"),
+    "--allow-unlimited": ("allow_unlimited", ("const", True)),
+    "--no-observe": ("no_observe", ("const", True)),
+    "--observe-paths": ("observe_paths", ("const", True)),
+    "-t": ("tty", ("const", "on")), "--tty": ("tty", ("const", "on")),
+    "--no-tty": ("tty", ("const", "off")),
+}
+
+
+def _parse_run_fast(argv: list[str]) -> SimpleNamespace | None:
+    """``flue run [options] -- CMD...`` parsed as argparse would, without importing argparse
+    (it and what it pulls in cost a tenth of a cold start). Anything it is not sure of (help,
+    abbreviations, bad values, no command, a value that looks like an option) returns None and
+    argparse parses instead, with its messages."""
+    if not argv or argv[0] != "run":
+        return None
+    a = SimpleNamespace(
+        cmd="run", profile="default", memory=None, cpus=None, pids=None, timeout=None, net=None,
+        allow_domain=[], resolve=[], bind=[], env=[], workspace=None, report=None, events=None,
+        host_uid=None, allow_unlimited=False, no_observe=False, sample_interval=0.25,
+        observe_paths=False, tty="auto", command=[])
+    tty_set = False
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--" or not arg.startswith("-"):
+            a.command = argv[i:]
+            break
+        name, eq, value = arg.partition("=") if arg.startswith("--") else (arg[:2], "", arg[2:])
+        spec = _RUN_OPTS.get(name)
+        if spec is None:
+            return None
+        dest, kind = spec
+        if isinstance(kind, tuple) and kind[0] == "const":
+            if eq or value:
+                return None
+            if dest == "tty":
+                if tty_set:
+                    return None  # -t and --no-tty exclude each other: argparse says so
+                tty_set = True
+            setattr(a, dest, kind[1])
+            i += 1
+            continue
+        if not eq and not value:
+            i += 1
+            if i >= len(argv):
+                return None
+            value = argv[i]
+        if value.startswith("-"):
+            return None
+        try:
+            if kind == "append":
+                getattr(a, dest).append(value)
+            elif kind == "int":
+                setattr(a, dest, int(value))
+            elif kind == "float":
+                setattr(a, dest, float(value))
+            elif isinstance(kind, tuple) and value not in kind:
+                return None
+            else:
+                setattr(a, dest, value)
+        except ValueError:
+            return None
+        i += 1
+    return a if a.command and a.command != ["--"] else None
 
 
 def _overrides(a: argparse.Namespace) -> dict[str, Any]:
@@ -298,6 +379,8 @@ def _conclude(a: argparse.Namespace, argv: list[str], profile: Any, result: Any)
         report["command"] = argv
         report["profile"] = profile.name
         report["profile_source"] = profile.source or ""
+        import json
+
         _write_atomically(a.report, json.dumps(report, indent=2) + "\n")
     return int(result.exit_code)
 
@@ -380,19 +463,60 @@ def describe_profile(p: Any) -> str:
 
 
 def _tty(a: argparse.Namespace) -> Any:
+    if a.tty == "off" or (a.tty == "auto" and not any(_isatty(fd) for fd in (0, 1, 2))):
+        return None  # what plan_tty says then, without importing the terminal relay
     from engine.terminal import plan_tty
 
     return plan_tty(a.tty)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from engine.terminal import ensure_std_fds
+def _isatty(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
 
-    ensure_std_fds()  # before anything opens an fd that would land on a closed 0, 1 or 2
-    a = _parser().parse_args(argv)
+
+def _ensure_std_fds() -> None:
+    """engine.terminal.ensure_std_fds, without importing the terminal relay: /dev/null on
+    whichever of fds 0-2 is closed, so that nothing flue opens later (its event loop's epoll,
+    a socket) lands there and is handed to the sandbox as stdio."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError as err:
+            if err.errno != 9:  # EBADF
+                continue
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
+def _exit_now(code: int) -> None:
+    """End the program here, after a blocking run, without the interpreter's finalisation:
+    it collects and tears down every object, and each write to a page the sandbox's forks
+    shared faults: 10 ms or more of a cold start spent on a process about to vanish. Nothing
+    is left to finalise (the report is written and closed, no atexit handler of ours);
+    stdio is flushed first. Only when main() is the program (argv None), never for callers."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    os._exit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _ensure_std_fds()  # before anything opens an fd that would land on a closed 0, 1 or 2
+    args = sys.argv[1:] if argv is None else argv
+    a: Any = _parse_run_fast(args) or _parser().parse_args(args)
     try:
         if a.cmd == "run":
-            return cmd_run(a)
+            code = cmd_run(a)
+            if argv is None and not a.events:
+                _exit_now(code)
+            return code
         if a.cmd == "doctor":
             return cmd_doctor(a)
         if a.cmd == "profiles":

@@ -21,13 +21,13 @@ from engine._record import field, record
 
 if TYPE_CHECKING:
     from engine import events as ev
+    from engine.terminal import TtyPlan
 from engine._linux import libc
 from engine.errors import EngineError, LaunchError
 from engine.plan import LaunchPlan
 from engine.profile.model import Bind, Limits, Profile
 from engine.rootfs import plan_mounts
 from engine.seccomp import CompiledFilter, compile_filter
-from engine.terminal import TtyPlan
 
 NS_FLAGS = (libc.CLONE_NEWUSER | libc.CLONE_NEWPID | libc.CLONE_NEWNS | libc.CLONE_NEWNET
             | libc.CLONE_NEWIPC | libc.CLONE_NEWUTS | libc.CLONE_NEWCGROUP)
@@ -171,7 +171,7 @@ class Sandbox:
         self.live = live  # False: no periodic samples or process polling (the report only)
         # the resolver hook: name (or "*.domain") -> address, used by the allowlist proxy
         # instead of the system resolver; wins over the profile's [network] hosts
-        self.hosts = _check_hosts(hosts or {})
+        self.hosts = _check_hosts(hosts) if hosts else {}
         # learn: trace every allowed syscall outside a small core (engine.learn); observe_paths:
         # resolve path lookups inside and report the ones missing here but on the host;
         # ask: an engine.sources.ask.Ask, refused syscalls held for a decision
@@ -357,12 +357,16 @@ class Sandbox:
             notify = False
             self.degraded.append(libc.NO_USER_NOTIF_REASON)
         from engine.seccomp import TRACE_PROCESS
-        from engine.sources.observe import traced_calls
 
+        traced: tuple[str, ...] = ()
+        if self._observing():
+            from engine.sources.observe import traced_calls
+
+            traced = traced_calls(self, notify)
         self._filter = compile_filter(p.seccomp, notify=notify, learn=self.learn,
                                       trace=(TRACE_PROCESS if notify and self.live else ())
                                       + (("connect",) if notify and allowlist else ())
-                                      + traced_calls(self, notify))
+                                      + traced)
         net = p.network.mode
         mounts = plan_mounts(p, workspace=self.workspace, extra_binds=self.binds, net_mode=net)
         env = build_env(p, self.extra_env)
@@ -687,10 +691,16 @@ class Sandbox:
 
             self.processes = ProcessTracker(self, self.sample_interval)
             self._denials.tracker = self.processes
-        from engine.sources.observe import attach
+        if self._observing():
+            from engine.sources.observe import attach
 
-        attach(self, self._denials)
+            attach(self, self._denials)
         self._denials.start()
+
+    def _observing(self) -> bool:
+        """Whether engine.sources.observe has anything to add: it traces and reports only
+        for learn, observed paths, ask, or a live run (connection attempts)."""
+        return bool(self.learn or self.observe_paths or self.live or self.ask is not None)
 
     def _start_network(self, msg: dict[str, Any], fds: list[int]) -> None:
         """PID 1 sent the sockets it made in the sandbox's namespace: serve them."""

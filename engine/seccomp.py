@@ -143,10 +143,8 @@ def native_syscalls() -> dict[str, int]:
     global _NATIVE, _NATIVE_SHA
     if _NATIVE is not None:
         return _NATIVE
-    import platform
-
     lib = "libseccomp.so.2"
-    key = hashlib.sha256(f"{lib}:{platform.machine()}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{lib}:{os.uname().machine}".encode()).hexdigest()[:16]
     name = f"syscalls-{key}.json"
     raw = cachedir.load(CACHE_KIND, name)
     if raw is not None:
@@ -219,9 +217,7 @@ def compile_filter(policy: SeccompPolicy, *, notify: bool, use_cache: bool = Tru
     """Build the BPF program for ``policy``. ``notify`` routes denials to a listener;
     ``trace`` names allowed syscalls that are reported to it first, then continued;
     ``learn`` (with ``notify``) traces every allowed syscall outside ``LEARN_CORE``."""
-    import platform
-
-    arch = platform.machine()
+    arch = os.uname().machine  # platform.machine(), without importing platform
     known = native_syscalls()
     learn = learn and notify
     table = _verdicts(policy, known, notify, trace if notify else (), learn)

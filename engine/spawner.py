@@ -9,19 +9,17 @@ running Python before exec is unsafe: another thread may hold a lock the child n
   that forks each sandbox on request; plans go over a Unix socket, fds with SCM_RIGHTS.
   It dies with its parent (PR_SET_PDEATHSIG), so it never outlives the supervisor.
 
-Both run the same code: ``fork_keeper`` forks the sandbox's keeper process and, when flue runs
+Both run the same code (the fork server's modules, pickle and subprocess, are imported only
+when one is made: ``flue run`` never needs them): ``fork_keeper`` forks the sandbox's keeper process and, when flue runs
 as root, writes its uid/gid maps (an unprivileged process writes its own).
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 import signal
 import socket
-import subprocess
 import sys
-import threading
 from typing import Protocol
 
 from engine.errors import LaunchError
@@ -66,6 +64,8 @@ def single_threaded() -> bool:
     try:
         return len(os.listdir("/proc/self/task")) == 1
     except OSError:
+        import threading
+
         return threading.active_count() == 1
 
 
@@ -103,10 +103,15 @@ class ForkServer:
     """
 
     def __init__(self) -> None:
+        import threading
+
         self._lock = threading.Lock()
         self._start()
 
     def _start(self) -> None:
+        import subprocess
+        import threading
+
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = dict(os.environ)
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -123,6 +128,8 @@ class ForkServer:
 
     def spawn(self, plan: LaunchPlan, ctrl_fd: int, stdio: tuple[int, int, int],
               pass_map: tuple[tuple[int, int], ...]) -> int:
+        import pickle
+
         fds = [ctrl_fd, *stdio, *(src for src, _ in pass_map)]
         msg = pickle.dumps((plan, tuple(dst for _, dst in pass_map)))
         with self._lock:
@@ -149,6 +156,8 @@ class ForkServer:
         pass  # the fork server reaps its own children
 
     def close(self) -> None:
+        import subprocess
+
         try:
             self._sock.close()
         finally:
@@ -160,6 +169,8 @@ class ForkServer:
 
 
 def _serve(fd: int, pdeathsig: bool = True) -> None:  # pragma: no cover - the server
+    import pickle
+
     from engine._linux import libc
 
     if pdeathsig:

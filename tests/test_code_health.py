@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,6 +41,37 @@ def test_flue_run_fast_path_does_not_import_asyncio() -> None:
     )
     assert "asyncio" not in mods
     assert "engine.events" not in mods
+
+
+# what a plain `flue run -- CMD` (no pty, no --events, no --report, default network) must not
+# import, before or during the run: each costs milliseconds of a cold start, and each belongs
+# to a feature the run does not use (kept off by engine.cli's own argument parser, lazy imports
+# and engine._record)
+OFF_THE_PLAIN_PATH = (
+    "argparse", "asyncio", "dataclasses", "inspect", "json.tool", "pathlib", "pickle",
+    "platform", "shutil", "subprocess", "threading", "engine.events", "engine.terminal",
+    "engine.cli_tools", "engine.network.policy", "engine.sources.observe",
+    "engine.sources.paths", "engine.sources.decode", "engine.profile.loader",
+)
+
+
+def test_a_plain_flue_run_imports_only_what_it_uses(flue: Any) -> None:
+    # a real run (root and unprivileged) with the profile cache warm (a first run in another
+    # process fills it): the module list is taken after main() returned, the sandbox's
+    # set-up and teardown included
+    code = """
+import json, os, sys
+args = ["run"] + (["--allow-unlimited"] if os.geteuid() else []) + ["--", "/bin/true"]
+first = os.spawnv(os.P_WAIT, sys.executable, [sys.executable, "-m", "engine", *args])
+from engine.cli import main
+rc = main(args)
+print(json.dumps([first, rc, sorted(sys.modules)]))
+"""
+    run = flue.start_python(code, delegate=False).finish()
+    first, rc, mods = json.loads(run.stdout.strip().splitlines()[-1])
+    assert (first, rc) == (0, 0), str(run)
+    assert "engine.sandbox" in mods and "engine.launch" in mods  # it did run a sandbox
+    assert not sorted(set(mods) & set(OFF_THE_PLAIN_PATH))
 
 
 def _tool(name: str) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 import struct
 
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -69,7 +68,7 @@ SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
 SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV = 1 << 5
 SECCOMP_RET_USER_NOTIF = 0x7FC00000
 
-_MACHINE = platform.machine()
+_MACHINE = os.uname().machine  # platform.machine(), without importing platform
 _SYSCALLS: dict[str, dict[str, int]] = {
     "x86_64": {
         "seccomp": 317, "pivot_root": 155, "pidfd_open": 434, "pidfd_getfd": 438,

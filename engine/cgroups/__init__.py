@@ -17,7 +17,6 @@ See docs/cgroups.md.
 from __future__ import annotations
 
 import os
-import re
 
 from engine._linux import cgroupfs
 from engine._linux.cgroupfs import CgroupFS
@@ -60,7 +59,13 @@ __all__ = [
     "sweep_stale",
 ]
 
-_STALE = re.compile(r"^flue-(\d+)-.+$")
+def _stale_pid(name: str) -> int | None:
+    """The supervisor pid in a ``flue-<pid>-<rest>`` group name (what ``^flue-(\\d+)-.+$``
+    matches), else None."""
+    pid, sep, rest = name.removeprefix("flue-").partition("-")
+    if not name.startswith("flue-") or not sep or not rest or not (pid.isascii() and pid.isdigit()):
+        return None
+    return int(pid)
 
 
 def create_optional(
@@ -130,10 +135,9 @@ def sweep_stale(target: CgroupBackend | CgroupSupport | Probe) -> list[str]:
         except OSError:
             continue
         for n in names:
-            m = _STALE.match(n)
-            if m is None:
+            pid = _stale_pid(n)
+            if pid is None:
                 continue
-            pid = int(m.group(1))
             if pid == me or fs.pid_alive(pid):
                 continue
             path = os.path.join(parent, n)

@@ -304,10 +304,10 @@ class DenialListener:
 
     def _flush(self) -> None:
         """Emit what was counted since the last flush; a new interval (and budget) begins."""
-        import dataclasses
-
         self._flush_pending()
         overflow, self._overflow = self._overflow, {}
+        if overflow:
+            import dataclasses  # only now: its import costs more than a short run's set-up
         for m in overflow.values():
             rec: ev.SyscallDenied = m["rec"]
             self.sb.emit(dataclasses.replace(rec, ts=m["ts"], count=m["count"],
