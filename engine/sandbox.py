@@ -907,15 +907,31 @@ def _fmt_bytes(n: int | None) -> str:
 
 
 def _reap(pid: int) -> None:
-    """The keeper exits right after its goodbye; wait for it (bounded)."""
-    for _ in range(2000):
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if done:
-            return
-        time.sleep(0.001)
+    """The keeper exits right after its goodbye; wait for it (bounded: 2 s), woken by its
+    pidfd the moment it is gone rather than polling."""
+    import select
+
+    try:
+        pidfd = libc.pidfd_open(pid)
+    except OSError:
+        pidfd = -1
+    try:
+        deadline = time.monotonic() + 2.0
+        while True:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                return
+            left = deadline - time.monotonic()
+            if done or left <= 0:
+                return
+            if pidfd >= 0:
+                select.select([pidfd], [], [], left)
+            else:
+                time.sleep(0.001)
+    finally:
+        if pidfd >= 0:
+            os.close(pidfd)
 
 
 _fork_server: Any = None
