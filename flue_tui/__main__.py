@@ -39,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="bind each script's whole folder read-only, not only the script (for "
                    "a script that imports its neighbours); asks first when the folder is "
                    "your home or has dotfiles")
+    p.add_argument("--ask", action="store_true",
+                   help="ask mode: each refused syscall waits while you answer allow once, "
+                   "allow always (into the draft profile), deny or deny always")
+    p.add_argument("--ask-timeout", type=float, default=None, metavar="SECONDS",
+                   help="an unanswered question is denied after this long (default: 30)")
     p.add_argument("--record", metavar="FILE", help="append every event as JSON lines to FILE")
     p.add_argument("--replay", metavar="FILE", help="play a recorded event stream instead of "
                    "running anything")
@@ -64,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     from flue_tui.app import make_app
 
     limits = quick_limits(a)
+    if a.ask_timeout is not None and not a.ask_timeout > 0:
+        print("flue-tui: --ask-timeout must be above 0 seconds", file=sys.stderr)
+        return 2
     try:
         limits.apply(__import__("engine.profile.model", fromlist=["Profile"]).Profile("x"))
     except ValueError as err:
@@ -80,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     app = make_app(command or None, profile=a.profile, workspace=a.workspace, limits=limits,
                    replay=a.replay, replay_speed=a.replay_speed, record_to=a.record,
-                   allow_unlimited=a.allow_unlimited, share_dirs=a.share_dir)
+                   allow_unlimited=a.allow_unlimited, share_dirs=a.share_dir, ask=a.ask,
+                   ask_timeout=a.ask_timeout)
     if a.replay and not command:
         from flue_tui.runspec import RunSpec
 

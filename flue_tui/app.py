@@ -24,7 +24,7 @@ from textual.worker import Worker, WorkerState
 
 from engine.errors import EngineError
 from flue_tui.bridge import Bridge, ReplayBridge
-from flue_tui.messages import EventBatch, ProcessSnapshot, ProfileChanged, RunFinished
+from flue_tui.messages import AskPrompt, EventBatch, ProcessSnapshot, ProfileChanged, RunFinished
 from flue_tui.model import DenialRow, NetRow, RunModel, diff_runs
 from flue_tui.runspec import Prepared, RunSpec, prepare
 from flue_tui.screens.monitor import MonitorScreen
@@ -101,6 +101,8 @@ class FlueApp(App[int]):
         self._shared_anyway: set[str] = set()  # folder warnings the user said yes to
         self._painted_at = 0.0
         self._paint_timer: Any = None
+        self.asks: list[AskPrompt] = []  # ask mode: held calls waiting for an answer, in order
+        self._ask_deadlines: dict[tuple[int, int], float] = {}
 
     # --- set-up -------------------------------------------------------------------------
 
@@ -457,6 +459,8 @@ class FlueApp(App[int]):
         if not spec.limits.is_empty():
             model.changes.append(f"quick limits: {spec.limits.describe()}")
         self._log_mark = len(self.draft.log)
+        model.profile_ref = spec.profile
+        self._configure_ask(spec)
         self.runs.append(model)
         self.run_model = model
         monitor = self.monitor
@@ -529,7 +533,7 @@ class FlueApp(App[int]):
         from textual.css.query import NoMatches
 
         try:
-            if self.screen is monitor:
+            if self._monitor_visible():
                 monitor.update_panels(changed)
             else:  # hidden: remember, catch up when shown again
                 for key in changed & PANEL_KEYS:
@@ -537,9 +541,24 @@ class FlueApp(App[int]):
         except NoMatches:  # the app is quitting: the screen's widgets are gone already
             pass
 
+    def _monitor_visible(self) -> bool:
+        """The monitor is the screen, or right behind the ask question (which must not stop
+        it from updating)."""
+        from flue_tui.screens.ask import AskModal
+
+        monitor = self.monitor
+        if monitor is None:
+            return False
+        if self.screen is monitor:
+            return True
+        stack = self.screen_stack
+        return isinstance(self.screen, AskModal) and len(stack) > 1 and stack[-2] is monitor
+
     @on(EventBatch)
     def _batch(self, message: EventBatch) -> None:
         try:
+            if self.asks:
+                self._asks_answered(message.run, message.events)
             model = self._run(message.run)
             if model is not None:
                 changed = model.apply(message.events)
@@ -558,6 +577,7 @@ class FlueApp(App[int]):
 
     @on(RunFinished)
     def _finished(self, message: RunFinished) -> None:
+        self._asks_ended(message.run)
         model = self._run(message.run)
         if model is None:
             return
@@ -591,8 +611,186 @@ class FlueApp(App[int]):
     def _tick(self) -> None:
         model = self.run_model
         if model is not None and model.state in ("starting", "running") and \
-                self.monitor is not None and self.screen is self.monitor:
+                self.monitor is not None and self._monitor_visible():
             self.monitor.update_status()
+
+    # --- ask mode ----------------------------------------------------------------------------
+
+    def _configure_ask(self, spec: RunSpec) -> None:
+        """Ask mode for the run about to start: the bridge hands each held call to
+        ``_held``, which queues it here as an ``AskPrompt``."""
+        self.bridge.ask = self._held if spec.ask else None
+        self.bridge.ask_timeout = spec.ask_timeout if spec.ask else None
+
+    def _held(self, req: Any) -> None:
+        from flue_tui.bridge import ask_prompt
+
+        run = self.run_model.number if self.run_model is not None else 0
+        self.post_message(ask_prompt(run, req, self.bridge.ask_timeout or 0.0))
+
+    @on(AskPrompt)
+    def _ask(self, message: AskPrompt) -> None:
+        from flue_tui.screens.ask import AskModal
+
+        if any(p.run == message.run and p.id == message.id for p in self.asks):
+            return
+        self.asks.append(message)
+        self._ask_deadlines[(message.run, message.id)] = self.clock() + message.timeout
+        modal = next((s for s in self.screen_stack if isinstance(s, AskModal)), None)
+        if modal is None:
+            self.push_screen(AskModal())
+        else:
+            modal.refresh_prompt()
+
+    def ask_deadline(self, prompt: AskPrompt) -> float | None:
+        return self._ask_deadlines.get((prompt.run, prompt.id))
+
+    def answer_ask(self, prompt: AskPrompt, decision: str) -> None:
+        """The user's answer: back to the engine; "allow always" also goes into the draft
+        (``engine.profile.tune.change_for_key``), so a re-run and a save keep it."""
+        from engine.profile.tune import change_for_key
+
+        self._ask_forget(prompt)
+        prompt.answer(decision)
+        if decision == "allow-always" and self.draft is not None:
+            change = change_for_key(prompt.key, why=f"ask: allowed always in run #{prompt.run}")
+            self.apply_edit(change.apply)
+        else:
+            what = {"allow-once": "allowed once", "deny": "denied",
+                    "deny-always": "denied, and from now on in this run"}.get(decision, decision)
+            self.notify(f"{prompt.key}: {what}", title=f"run #{prompt.run}", timeout=3,
+                        markup=False)
+        self._asks_changed()
+
+    def _ask_forget(self, prompt: AskPrompt) -> None:
+        self.asks = [p for p in self.asks if p is not prompt]
+        self._ask_deadlines.pop((prompt.run, prompt.id), None)
+
+    def _asks_changed(self) -> None:
+        from flue_tui.screens.ask import AskModal
+
+        modal = next((s for s in self.screen_stack if isinstance(s, AskModal)), None)
+        if modal is not None:
+            modal.refresh_prompt()
+
+    def _asks_answered(self, run: int, events: tuple[Any, ...]) -> None:
+        """The engine answered on its own (no answer in time, or the run ended): the
+        question goes, and the user is told."""
+        from engine import events as ev
+
+        gone = False
+        for e in events:
+            if not isinstance(e, ev.AskAnswered) or e.by == "user":
+                continue
+            for p in [p for p in self.asks if p.run == run and p.id == e.id]:
+                self._ask_forget(p)
+                gone = True
+                why = (f"no answer in {p.timeout:g} s" if e.by == "timeout" else
+                       "the run ended" if e.by == "end" else e.by)
+                self.notify(f"{p.key}: {why}, so it was denied (the profile's errno)",
+                            title=f"run #{run}: not answered", severity="warning",
+                            timeout=6, markup=False)
+        if gone:
+            self._asks_changed()
+
+    def _asks_ended(self, run: int) -> None:
+        left = [p for p in self.asks if p.run == run]
+        for p in left:
+            self._ask_forget(p)
+        if left:
+            self._asks_changed()
+
+    def action_toggle_ask(self) -> None:
+        """Re-run with ask mode switched (the palette's command)."""
+        from dataclasses import replace
+
+        if self.spec is None:
+            self.action_launch()
+            return
+        self.spec = replace(self.spec, ask=not self.spec.ask)
+        self.action_rerun()
+
+    # --- relax and tighten ---------------------------------------------------------------------
+
+    def action_relax(self) -> None:
+        """The smallest changes that fix what the last run met (``tune.relax``), as hunks to
+        accept or reject."""
+        from engine.profile import tune
+
+        model = next((r for r in reversed(self.runs) if r.state in ("exited", "failed")
+                      and r.record_events), None)
+        if self.draft is None or model is None:
+            self.notify("no finished run to relax from yet: run the command first",
+                        severity="warning")
+            return
+        try:
+            rec = model.record()
+            failed = rec.failed
+            prop = tune.relax(self.draft, [rec], min_likelihood=0.4 if failed else 0.1)
+        except EngineError as err:
+            self.notify(err.render(), title="cannot relax", severity="error", markup=False)
+            return
+        how = model.status_word()
+        note = (f"from run #{model.number} ({how}): the smallest change for each cause" if failed
+                else f"run #{model.number} succeeded ({how}): these only stop refusals it met "
+                "on the way; it may need none of them")
+        self._propose("relax", prop, note)
+
+    def action_tighten(self) -> None:
+        """Remove what the runs of this session with this profile never used
+        (``tune.tighten``), as hunks to accept or reject."""
+        from engine.profile import tune
+
+        if self.draft is None:
+            self.notify("no profile is open", severity="error")
+            return
+        mine = [r for r in self.runs if r.profile_ref == self.profile_ref
+                and r.state == "exited" and r.record_events]
+        records = []
+        for r in mine:
+            try:
+                rec = r.record()
+            except EngineError:
+                continue
+            if rec.observed:
+                records.append((r, rec))
+        if not records:
+            self._no_tighten_runs(len(mine))
+            return
+        try:
+            prop = tune.tighten(self.draft, [rec for _, rec in records])
+        except EngineError as err:
+            self.notify(err.render(), title="cannot tighten", severity="error", markup=False)
+            return
+        nums = ", ".join(f"#{r.number}" for r, _ in records)
+        self._propose("tighten", prop, f"what run{'s' if len(records) > 1 else ''} {nums} "
+                      f"of {self.draft.name} never used")
+
+    def _no_tighten_runs(self, unobserved: int) -> None:
+        name = self.draft.name if self.draft is not None else self.profile_ref
+        self.notify((f"{unobserved} run(s) with {name} in this session, but none recorded "
+                     "what it used (a learn-mode run does)" if unobserved else
+                     f"no run with {name} in this session yet") +
+                    ": tighten removes only what a recorded run shows unused",
+                    title="nothing to tighten from", severity="warning", timeout=8,
+                    markup=False)
+
+    def _propose(self, kind: str, prop: Any, note: str) -> None:
+        from flue_tui.screens.proposal import ProposalScreen
+
+        if not prop.hunks:
+            extra = ("; " + "; ".join(prop.notes)) if prop.notes else ""
+            self.notify(f"nothing to change: {note}{extra}", title=kind, timeout=8,
+                        markup=False)
+            return
+
+        def chosen(ids: list[int] | None) -> None:
+            if not ids:
+                return
+            hunks = [h for h in prop.hunks if h.id in ids]
+            self.apply_edit(lambda d: "; ".join(h.change.apply(d) for h in hunks))
+
+        self.push_screen(ProposalScreen(kind, prop, note), chosen)
 
     # --- actions -----------------------------------------------------------------------------
 
@@ -672,8 +870,10 @@ class FlueApp(App[int]):
         self.push_screen(HelpScreen(self.help_sections()))
 
     def help_sections(self) -> list[tuple[str, list[tuple[str, str, str]]]]:
+        from flue_tui.screens.ask import AskModal
         from flue_tui.screens.history import HistoryScreen
         from flue_tui.screens.launch import LaunchScreen
+        from flue_tui.screens.proposal import ProposalScreen
         from flue_tui.screens.tune import TuneScreen
         from flue_tui.widgets.stream import StreamView
 
@@ -700,6 +900,8 @@ class FlueApp(App[int]):
             ("Tune", rows(TuneScreen.BINDINGS)),
             ("Launch", rows(LaunchScreen.BINDINGS)),
             ("History", rows(HistoryScreen.BINDINGS)),
+            ("Relax / Tighten (the hunks)", rows(ProposalScreen.BINDINGS)),
+            ("Ask mode (a held call)", rows(AskModal.BINDINGS)),
         ]
 
     async def action_quit(self) -> None:
@@ -770,8 +972,23 @@ class FlueApp(App[int]):
                        partial(self.edit_profile, "allow_group", row))
                 yield (f"Profile: Keep {row.name} denied with an errno…", "e",
                        partial(self.edit_profile, "errno", row))
+        if self.spec is not None:
+            if self.spec.ask:
+                yield ("Run: Re-run without asking", "refused calls are denied at once",
+                       self.action_toggle_ask)
+            else:
+                yield ("Run: Re-run asking before denying",
+                       "ask mode: each refused call waits for allow or deny",
+                       self.action_toggle_ask)
         if self.draft is not None:
             yield ("Profile: Tune (diff, network, limits, mounts, env)", "t", self.action_tune)
+            if any(r.state in ("exited", "failed") for r in self.runs):
+                yield ("Profile: Relax from last run",
+                       "the smallest changes that fix what it met, hunk by hunk",
+                       self.action_relax)
+                yield ("Profile: Tighten from recorded runs",
+                       "remove what this profile's runs never used, hunk by hunk",
+                       self.action_tighten)
             yield ("Profile: Save…", "ctrl+s", self.action_save)
             if self.draft.dirty:
                 yield ("Profile: Revert every edit", "back to the saved file",
@@ -791,16 +1008,17 @@ def make_app(argv: list[str] | tuple[str, ...] | None = None, *, profile: str = 
              replay_upto: int | None = None, clock: Callable[[], float] | None = None,
              remember: bool = True, record_to: str | None = None,
              keymap: dict[str, str] | None = None, blink: bool = True,
-             allow_unlimited: bool = False, share_dirs: bool = False) -> FlueApp:
+             allow_unlimited: bool = False, share_dirs: bool = False,
+             ask: bool = False, ask_timeout: float | None = None) -> FlueApp:
     """The app, configured. With ``argv`` it launches at once; with ``replay`` it plays a
     recorded event stream instead of running anything (tests, snapshots)."""
-    from flue_tui.runspec import QuickLimits
+    from flue_tui.runspec import ASK_TIMEOUT, QuickLimits
 
     spec = None
     if argv:
         spec = RunSpec(argv=tuple(argv), profile=profile, cwd=cwd or os.getcwd(),
                        workspace=workspace, limits=limits or QuickLimits(),
-                       share_dirs=share_dirs)
+                       share_dirs=share_dirs, ask=ask, ask_timeout=ask_timeout or ASK_TIMEOUT)
     app = FlueApp(spec=spec, profile=profile, clock=clock, remember=remember,
                   record_to=record_to, keymap=keymap, cwd=cwd, blink=blink,
                   allow_unlimited=allow_unlimited)

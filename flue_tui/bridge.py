@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import events as ev
-from flue_tui.messages import EventBatch, ProcessSnapshot, RunFinished
+from flue_tui.messages import AskPrompt, EventBatch, ProcessSnapshot, RunFinished
 from flue_tui.runspec import Prepared
 
 DEFAULT_INTERVAL = 0.075
@@ -214,6 +214,30 @@ class Bridge:
             batch.flush()
 
 
+def ask_prompt(run: int, req: Any, timeout: float) -> AskPrompt:
+    """The app's message for a held request (``engine.sources.ask.AskRequest``, the engine
+    host's ``RemoteAskRequest`` or a replayed one: the same fields and ``answer``)."""
+    return AskPrompt(int(getattr(req, "run", run) or run), id=req.id, key=req.key,
+                     name=req.name, nr=req.nr,
+                     decoded={str(k): str(v) for k, v in dict(req.decoded).items()},
+                     pid=req.pid, comm=req.comm, exe=req.exe, errno=req.errno,
+                     timeout=float(getattr(req, "timeout", 0.0) or timeout),
+                     answer=req.answer)
+
+
+class _Replayed:
+    """A recorded ``AskRequested`` as a request; its answer goes nowhere (nothing runs)."""
+
+    def __init__(self, run: int, e: ev.AskRequested) -> None:
+        self.run, self.id, self.key, self.name, self.nr = run, e.id, e.key, e.name, e.nr
+        self.decoded, self.pid, self.comm, self.exe = dict(e.decoded), e.pid, e.comm, e.exe
+        self.errno, self.timeout = e.errno, e.timeout
+        self.decision: str | None = None
+
+    def answer(self, decision: str) -> None:
+        self.decision = decision
+
+
 class ReplayBridge(Bridge):
     """Plays a recorded event stream instead of running a sandbox.
 
@@ -276,6 +300,9 @@ class ReplayBridge(Bridge):
                 prev_ts = e.ts
                 self._now = e.ts
                 batch.add(e)
+                if isinstance(e, ev.AskRequested) and self.ask is not None:
+                    batch.flush(force=True)
+                    self.ask(_Replayed(run, e))
             return None
         finally:
             batch.flush(force=True)

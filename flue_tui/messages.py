@@ -51,3 +51,39 @@ class ProfileChanged(Message):
     def __init__(self, what: str = "") -> None:
         super().__init__()
         self.what = what
+
+
+class AskPrompt(Message):
+    """Ask mode: run ``run`` holds a refused syscall until ``answer(decision)`` is called
+    with one of ``engine.sources.ask.DECISIONS`` (allow-once, allow-always, deny,
+    deny-always); meanwhile the calling thread waits inside the call. Plain data, so a
+    bridge in another process can carry it as it is:
+
+    - ``id``: the engine's request id (its ``AskRequested``/``AskAnswered`` events carry it);
+    - ``key``: what the decision applies to ("keyctl", "socket AF_PACKET", "ioctl TIOCSTI"),
+      ``name``/``nr`` the syscall, ``decoded`` its decoded arguments (str -> str; text from
+      the sandbox: untrusted, render it through ``flue_tui.sanitize``);
+    - ``pid``/``comm``/``exe``: the caller; ``errno``: what a denial answers;
+    - ``timeout``: seconds until the engine denies on its own (an ``AskAnswered`` event with
+      ``by="timeout"`` then comes in the run's events).
+
+    ``answer`` may be called from the app's thread (or any other) and at most once counts: a
+    late answer (after the timeout) changes nothing.
+    """
+
+    def __init__(self, run: int, *, id: int, key: str, name: str, answer: Callable[[str], None],
+                 nr: int = 0, decoded: dict[str, str] | None = None, pid: int = 0,
+                 comm: str = "", exe: str = "", errno: int = 1, timeout: float = 30.0) -> None:
+        super().__init__()
+        self.run = run
+        self.id = id
+        self.key = key
+        self.name = name
+        self.nr = nr
+        self.decoded = dict(decoded or {})
+        self.pid = pid
+        self.comm = comm
+        self.exe = exe
+        self.errno = errno
+        self.timeout = timeout
+        self.answer = answer

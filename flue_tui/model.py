@@ -6,6 +6,7 @@ read from it only when they are shown. Every collection is bounded.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import deque
 from collections.abc import Iterable
@@ -21,6 +22,11 @@ MAX_FILE_LOG = 2000
 MAX_OUTPUT = 5000  # output lines
 MAX_NET = 2000  # network requests kept (beyond it the oldest finished ones go, 500 at a time)
 MAX_DNS = 2000  # DNS questions kept for the stream view
+MAX_RECORD = 20000  # events kept for ``RunModel.record()`` (relax, tighten, explain)
+RECORD_SAMPLES = 3  # denial events kept per syscall; later ones add to the last one's count
+# the kinds engine.runrecord.from_events reads (resource samples: only their peaks count)
+RECORD_KINDS = frozenset({"started", "syscall_denied", "path_missing", "network_request",
+                          "limit_hit", "output", "learn_summary", "exited"})
 
 # which panels an event kind touches
 PANEL_OF = {
@@ -222,6 +228,12 @@ class RunModel:
         self.net_refusals: dict[str, int] = {}  # "host:port" / "name (dns)" -> times refused
         self.dns: deque[ev.DnsQuery] = deque(maxlen=MAX_DNS)
         self.dns_total = 0
+        self.profile_ref = ""  # the profile's name or file as the run was started with it
+        # what ``record()`` reads: the events engine.runrecord needs, bounded (a denial
+        # flood keeps a few events per syscall, the rest counted into the last one)
+        self.record_events: list[ev.Event] = []
+        self._record_denials: dict[str, list[int]] = {}  # denial key -> indexes kept
+        self._record_peak: ev.ResourceSample | None = None
 
     # --- applying events ---------------------------------------------------------------
 
@@ -235,10 +247,48 @@ class RunModel:
             handler = getattr(self, f"_on_{e.kind}", None)
             if handler is not None:
                 handler(e)
+            if e.kind in RECORD_KINDS:
+                self._keep(e)
+            elif isinstance(e, ev.ResourceSample):
+                self._record_peak = e
             changed.add(PANEL_OF.get(e.kind, "status"))
         if changed & {"denials", "resources", "network"}:
             changed.add("status")
         return changed
+
+    def _keep(self, e: ev.Event) -> None:
+        if isinstance(e, ev.Output) and e.stream != "stderr":
+            return
+        if isinstance(e, ev.SyscallDenied):
+            kept = self._record_denials.setdefault(denial_key(e), [])
+            if len(kept) >= RECORD_SAMPLES:
+                i = kept[-1]
+                last = self.record_events[i]
+                assert isinstance(last, ev.SyscallDenied)
+                self.record_events[i] = dataclasses.replace(
+                    last, count=max(last.count, 1) + max(e.count, 1), ts=e.ts)
+                return
+            kept.append(len(self.record_events))
+        elif len(self.record_events) >= MAX_RECORD and not isinstance(
+                e, (ev.Exited, ev.LearnSummary, ev.Started)):
+            return
+        self.record_events.append(e)
+
+    def record(self) -> Any:
+        """This run as an ``engine.runrecord.RunRecord`` (what relax, tighten and explain
+        read), from the events kept; ``RunRecordError`` when it holds none yet."""
+        from engine import runrecord
+
+        events = list(self.record_events)
+        peak = self._record_peak
+        if peak is None and self.samples:
+            peak = self.samples[-1]
+        if peak is not None:
+            events.append(peak)
+        rec = runrecord.from_events(events, source=f"run #{self.number}")
+        if self.profile_ref and not rec.profile_source:
+            rec.profile_source = self.profile_ref
+        return rec
 
     def _on_started(self, e: ev.Started) -> None:
         self.started = e

@@ -29,6 +29,7 @@ from typing import Any
 
 from engine.profile.loader import NETWORK_MODES
 from engine.profile.model import Bind, Limits, NetworkPolicy, Profile
+from engine.sources.ask import DEFAULT_TIMEOUT as ASK_TIMEOUT
 
 HOST_MOUNT = "/opt/host"
 SYSTEM_PREFIXES = ("/usr/", "/bin/", "/sbin/", "/lib/", "/lib64/", "/lib32/", "/etc/",
@@ -150,6 +151,8 @@ class RunSpec:
     limits: QuickLimits = field(default_factory=QuickLimits)
     env: tuple[tuple[str, str], ...] = ()
     share_dirs: bool = False  # bind each script's whole folder, not only the script
+    ask: bool = False  # hold each refused syscall for a decision (ask mode)
+    ask_timeout: float = ASK_TIMEOUT  # seconds a held call waits before it is denied
 
     @property
     def command_line(self) -> str:
@@ -165,14 +168,24 @@ class RunSpec:
     def to_json(self) -> dict[str, Any]:
         return {"argv": list(self.argv), "profile": self.profile, "cwd": self.cwd,
                 "workspace": self.workspace, "limits": self.limits.to_json(),
-                "share_dirs": self.share_dirs}
+                "share_dirs": self.share_dirs, "ask": self.ask,
+                "ask_timeout": self.ask_timeout}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> RunSpec:
         return cls(argv=tuple(d.get("argv", ())), profile=str(d.get("profile", "default")),
                    cwd=str(d.get("cwd") or os.getcwd()), workspace=str(d.get("workspace", "")),
                    limits=QuickLimits.from_json(d.get("limits") or {}),
-                   share_dirs=d.get("share_dirs") is True)
+                   share_dirs=d.get("share_dirs") is True, ask=d.get("ask") is True,
+                   ask_timeout=_seconds(d.get("ask_timeout"), ASK_TIMEOUT))
+
+
+def _seconds(v: Any, default: float) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return default
+    return f if f > 0 else default
 
 
 @dataclass(frozen=True)

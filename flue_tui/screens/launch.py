@@ -11,10 +11,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Input, Label, OptionList, Select, Static
+from textual.widgets import Button, Checkbox, Footer, Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
-from flue_tui.runspec import QuickLimits, RunSpec
+from flue_tui.runspec import ASK_TIMEOUT, QuickLimits, RunSpec
 from flue_tui.sanitize import plain
 from flue_tui.widgets import no_blink
 
@@ -80,6 +80,12 @@ class LaunchScreen(Screen[RunSpec | None]):
                 yield Select([("net: profile's", ""), ("none", "none"),
                               ("loopback", "loopback"), ("allowlist", "allowlist")],
                              value=lim.network, allow_blank=False, id="launch-network")
+            with Horizontal(classes="form-row", id="launch-ask-row"):
+                yield Checkbox("ask before denying", value=bool(spec and spec.ask),
+                               id="launch-ask")
+                yield Input(value=f"{spec.ask_timeout:g}" if spec else "",
+                            placeholder=f"ask timeout {ASK_TIMEOUT:g}s", id="launch-ask-timeout",
+                            classes="limit-input")
             yield Static(id="launch-error")
             yield Label("Recent (enter fills the form)", classes="form-label")
             yield OptionList(id="launch-recent")
@@ -118,6 +124,8 @@ class LaunchScreen(Screen[RunSpec | None]):
         for key in ("memory", "cpus", "pids", "timeout"):
             self.query_one(f"#launch-{key}", Input).value = getattr(spec.limits, key)
         self.query_one("#launch-network", Select).value = spec.limits.network
+        self.query_one("#launch-ask", Checkbox).value = spec.ask
+        self.query_one("#launch-ask-timeout", Input).value = f"{spec.ask_timeout:g}"
         self._extra = spec.limits
         self.query_one("#launch-cmd", Input).focus()
 
@@ -199,7 +207,20 @@ class LaunchScreen(Screen[RunSpec | None]):
                              network=net, resolve=before.resolve,
                              allow=before.allow if net in ("", "allowlist") else ())
         profile = self.query_one("#launch-profile", Select).value
-        spec = RunSpec(argv=argv, profile=str(profile), cwd=cwd, workspace=ws, limits=limits)
+        ask = self.query_one("#launch-ask", Checkbox).value
+        timeout_text = self.query_one("#launch-ask-timeout", Input).value.strip()
+        try:
+            from engine.profile.sizes import parse_duration
+
+            ask_timeout = parse_duration(timeout_text) if timeout_text else ASK_TIMEOUT
+        except ValueError as err:
+            self._error(f"ask timeout: {err}")
+            return None
+        if not ask_timeout or ask_timeout <= 0:
+            self._error("ask timeout: give seconds above 0, e.g. 30s")
+            return None
+        spec = RunSpec(argv=argv, profile=str(profile), cwd=cwd, workspace=ws, limits=limits,
+                       ask=ask, ask_timeout=float(ask_timeout))
         try:
             from engine.profile.model import Profile
 

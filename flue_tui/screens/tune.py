@@ -57,6 +57,10 @@ class TuneScreen(Screen[None]):
                 tooltip="run the same command with the edited profile"),
         Binding("u", "revert", "Revert", id="tune.revert",
                 tooltip="throw the draft's edits away (asks first)"),
+        Binding("f", "app.relax", "Relax", id="tune.relax",
+                tooltip="relax: the smallest changes that fix the last run, hunk by hunk"),
+        Binding("t", "app.tighten", "Tighten", id="tune.tighten", show=False,
+                tooltip="tighten: remove what this profile's recorded runs never used"),
     ]
 
     def _draft_profile(self) -> Any:
