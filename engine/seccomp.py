@@ -87,10 +87,15 @@ LEARN_CORE = ("read", "write", "close", "futex", "mmap", "munmap", "mprotect", "
               "lseek", "fstat", "readv", "writev", "pread64", "pwrite64", "rt_sigprocmask",
               "rt_sigaction", "rt_sigreturn", "restart_syscall", "sched_yield", "getpid",
               "gettid", "clock_gettime", "gettimeofday", "exit",
-              # process creation: an EINTR there is fatal to most programs (a signal reaching a
-              # caller whose notification was not received yet makes one), and every program
-              # that makes processes uses them
-              "clone", "fork", "vfork")
+              # calls no program expects EINTR from (a signal reaching a caller whose
+              # notification was not received yet makes one: dash's SIGCHLD handler has no
+              # SA_RESTART, so a child exiting while its shell waits in pipe2 failed one learn
+              # run in thirty), which every program that makes processes or pipelines uses
+              "clone", "fork", "vfork", "pipe", "pipe2", "dup", "dup2", "dup3", "fcntl",
+              "getppid", "getuid", "geteuid", "getgid", "getegid", "getpgrp", "getpgid",
+              "getsid", "getresuid", "getresgid", "getgroups", "umask", "uname", "getcwd",
+              "set_robust_list", "set_tid_address", "rseq", "arch_prctl", "sigaltstack",
+              "prlimit64", "getrlimit")
 
 
 @record(frozen=True, slots=True)
@@ -191,10 +196,15 @@ def _family_numbers(names: tuple[str, ...]) -> set[int]:
 
 
 def _cache_key(policy: SeccompPolicy, notify: bool, arch: str,
-               trace: tuple[str, ...] = (), learn: bool = False) -> str:
+               trace: tuple[str, ...] = (), learn: bool = False,
+               table: dict[int, SyscallVerdict] | None = None) -> str:
     blob = json.dumps(
         {
-            "v": 6,
+            "v": 7,
+            # the verdicts themselves: a flue whose tables changed (LEARN_CORE, the traced
+            # calls, an argument filter) never loads a program an older one compiled
+            "table": sorted((nr, v.action, v.errno, v.filtered)
+                            for nr, v in (table or {}).items()),
             "learn": learn,
             "allow": sorted(policy.allow),
             "kill": sorted(policy.kill),
@@ -221,7 +231,7 @@ def compile_filter(policy: SeccompPolicy, *, notify: bool, use_cache: bool = Tru
     known = native_syscalls()
     learn = learn and notify
     table = _verdicts(policy, known, notify, trace if notify else (), learn)
-    key = _cache_key(policy, notify, arch, trace if notify else (), learn)
+    key = _cache_key(policy, notify, arch, trace if notify else (), learn, table)
     # the compiled program is kept with a digest of itself and of what it was compiled from
     # (the key, re-derived from the policy, and this kernel's syscall numbers: together they
     # determine the verdict table): a program that does not belong to exactly this policy is

@@ -276,6 +276,23 @@ def test_a_tampered_compiled_filter_is_compiled_again(cache: Path, monkeypatch, 
     assert again == first
 
 
+def test_a_program_compiled_from_other_tables_is_not_loaded(cache: Path, monkeypatch) -> None:
+    """The cache outlives an upgrade: a flue whose verdict tables changed (here the learn
+    core, as when pipe2 left the traced calls) must compile again, not load the old program
+    whose NOTIFY rules no longer match the listener's table (it would answer them errno)."""
+    from engine import seccomp
+    from engine.learn import learn_profile
+
+    policy = learn_profile(load_profile("default")).seccomp
+    old = seccomp.compile_filter(policy, notify=True, learn=True)
+    monkeypatch.setattr(seccomp, "LEARN_CORE", tuple(n for n in seccomp.LEARN_CORE if n != "pipe2"))
+    new = seccomp.compile_filter(policy, notify=True, learn=True)
+    fresh = seccomp.compile_filter(policy, notify=True, learn=True, use_cache=False)
+    pipe2 = {v.name: v for v in new.table.values()}["pipe2"]
+    assert pipe2.action == "trace"
+    assert new.bpf == fresh.bpf != old.bpf
+
+
 def test_a_tampered_syscall_table_is_not_used(cache: Path, monkeypatch) -> None:
     from engine import seccomp
 
