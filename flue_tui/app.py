@@ -98,6 +98,7 @@ class FlueApp(App[int]):
         self._worker_runs: dict[Any, int] = {}  # engine worker -> its run's number
         self._advised_last: tuple[str, str] | None = None  # (action, row) explained last
         self._advised_at = 0.0
+        self.learn_session: Any = None  # learn runs merged (flue_tui/screens/learn.py)
         self._shared_anyway: set[str] = set()  # folder warnings the user said yes to
         self._painted_at = 0.0
         self._paint_timer: Any = None
@@ -427,6 +428,10 @@ class FlueApp(App[int]):
         except ValueError as err:
             self.push_screen(ErrorModal("bad quick limit", str(err)))
             return
+        if spec.learn:  # observed: the base's learn profile, not the draft
+            profile = self._learn_profile(spec)
+            if profile is None:
+                return
         self.spec = spec
         prepared = prepare(spec)
         if prepared.problems:  # it would fail with "Permission denied" and nothing more
@@ -454,6 +459,7 @@ class FlueApp(App[int]):
             remember(spec)
         number = len(self.runs) + 1
         model = RunModel(number, tuple(spec.argv), self.profile_label())
+        model.learn, model.profile_used = spec.learn, profile
         model.changes = [c for c in self.draft.log[self._log_mark:]
                          if not c.startswith("saved to ")]
         if not spec.limits.is_empty():
@@ -466,13 +472,15 @@ class FlueApp(App[int]):
         monitor = self.monitor
         if monitor is not None:
             monitor.reset()
-        worker = self.run_sandbox(number, self.prepared, profile, spec.workspace)
+        worker = self.run_sandbox(number, self.prepared, profile, spec.workspace,
+                                  learn=spec.learn)
         self._worker_runs[worker] = number
 
     @work(group="engine", exclusive=True, exit_on_error=False)
     async def run_sandbox(self, number: int, prepared: Prepared, profile: Any,
-                          workspace: str) -> Any:
-        return await self.bridge.run(number, prepared, profile, workspace=workspace)
+                          workspace: str, learn: bool = False) -> Any:
+        return await self.bridge.run(number, prepared, profile, workspace=workspace,
+                                     learn=learn)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         from flue_tui.screens.modals import ErrorModal
@@ -590,6 +598,11 @@ class FlueApp(App[int]):
             return
         if model is not self.run_model:
             return
+        if model.learn:  # its end is the Learn screen
+            self._learned(model)
+            self._changed({"status"}, now=True)
+            return
+        self._explain_hint(model)
         before = next((r for r in reversed(self.runs[:model.number - 1])
                        if r.state == "exited" and not r.replaced), None)
         if before is not None and model.state == "exited" and not model.replaced:
@@ -808,7 +821,7 @@ class FlueApp(App[int]):
 
         def launched(spec: RunSpec | None) -> None:
             if spec is not None:
-                self.start(spec)
+                self.start(spec)  # the form's learn box is spec.learn
 
         self.push_screen(LaunchScreen(self.spec), launched)
 
@@ -840,8 +853,11 @@ class FlueApp(App[int]):
                                       yes="Kill"), answer)
 
     def action_save(self) -> None:
+        from flue_tui.screens.learn import LearnScreen
         from flue_tui.screens.save import SaveModal
 
+        if isinstance(self.screen, LearnScreen) and not self.accept_learned(quiet=True):
+            return
         if self.draft is None:
             self.notify("no profile is open", severity="error")
             return
@@ -857,6 +873,13 @@ class FlueApp(App[int]):
 
                 self.spec = replace(self.spec, profile=self.profile_ref)
             backup = f" (previous version: {result.backup.name})" if result.backup else ""
+            session = self.learn_session
+            if session is not None and session.doc is self.draft:
+                try:  # the observations beside it, as flue learn -o keeps them
+                    side = session.write_sidecar(result.path)
+                    backup += f"; its observations in {side.name}" if side else ""
+                except OSError as err:
+                    backup += f"; its observations were not written ({err.strerror})"
             self.notify(f"saved {result.path}{backup}", title="profile saved", timeout=6)
             self.post_message(ProfileChanged("saved"))
 
@@ -871,8 +894,10 @@ class FlueApp(App[int]):
 
     def help_sections(self) -> list[tuple[str, list[tuple[str, str, str]]]]:
         from flue_tui.screens.ask import AskModal
+        from flue_tui.screens.explain import ExplainScreen
         from flue_tui.screens.history import HistoryScreen
         from flue_tui.screens.launch import LaunchScreen
+        from flue_tui.screens.learn import LearnScreen
         from flue_tui.screens.proposal import ProposalScreen
         from flue_tui.screens.tune import TuneScreen
         from flue_tui.widgets.stream import StreamView
@@ -899,6 +924,8 @@ class FlueApp(App[int]):
             ("Streams (denials, files, output)", rows(StreamView.BINDINGS)),
             ("Tune", rows(TuneScreen.BINDINGS)),
             ("Launch", rows(LaunchScreen.BINDINGS)),
+            ("Learn", rows(LearnScreen.BINDINGS)),
+            ("Explain", rows(ExplainScreen.BINDINGS)),
             ("History", rows(HistoryScreen.BINDINGS)),
             ("Relax / Tighten (the hunks)", rows(ProposalScreen.BINDINGS)),
             ("Ask mode (a held call)", rows(AskModal.BINDINGS)),
@@ -931,6 +958,126 @@ class FlueApp(App[int]):
         modal.quit_question = True
         self.push_screen(modal, answer)
 
+    # --- learn and explain ----------------------------------------------------------------------
+
+    def action_learn(self) -> None:
+        """Run the command again in learn mode (``L``; the Learn screen's ``l``): observed,
+        and merged into the session's learned profile when it ends."""
+        from dataclasses import replace
+
+        if self.spec is None:
+            self.notify("no command yet: n opens the launch form (its learn box learns)",
+                        severity="warning")
+            return
+        while self.screen is not self.monitor and len(self.screen_stack) > 1:
+            self.pop_screen()
+        self.start(replace(self.spec, learn=True))
+
+    def _learn_profile(self, spec: RunSpec) -> Any:
+        """The profile a learn run of ``spec`` uses, from the session's base (a new session
+        when the base is another one); None, with the error shown, when it cannot be had."""
+        from engine.learn import learn_profile
+        from engine.profile import load_profile
+        from flue_tui.screens.learn import LearnSession
+        from flue_tui.screens.modals import ErrorModal
+
+        s = self.learn_session
+        ref = spec.profile
+        if ("/" in ref or ref.endswith(".toml")) and not os.path.isabs(ref):
+            ref = os.path.abspath(os.path.join(spec.cwd, ref))
+        if s is None or not (self.draft is s.doc or s.base_ref == ref):
+            try:
+                base = load_profile(ref)
+            except EngineError as err:
+                self.push_screen(ErrorModal.from_exception(err))
+                return None
+            if self.draft is not None and self.draft.dirty:
+                self.notify(f"learning on {self.draft.name} as saved: the draft's unsaved "
+                            "edits are not part of the base", severity="warning", timeout=6)
+            s = self.learn_session = LearnSession(ref, base)
+        try:
+            return learn_profile(spec.limits.apply(s.base))
+        except ValueError as err:
+            self.push_screen(ErrorModal("bad quick limit", str(err)))
+            return None
+
+    def _learned(self, model: RunModel) -> None:
+        """A learn run ended: merge it into the session and show the proposed profile."""
+        from flue_tui.screens.learn import LearnScreen
+
+        s = self.learn_session
+        if s is None or model.replaced:
+            return
+        if model.learn_summary is None:
+            self.notify("the learn run ended without its observations"
+                        + (f": {model.exited.reason}" if model.exited and model.exited.reason
+                           else ""), title="learn", severity="error", timeout=8, markup=False)
+            return
+        try:
+            s.add(model.learn_summary, model.number,
+                  model.exited.exit_code if model.exited else None)
+        except EngineError as err:
+            self.notify(err.render(), title="the learned profile is not valid",
+                        severity="error", timeout=8, markup=False)
+            return
+        if s.doc is not None and s.doc is self.draft:
+            self.post_message(ProfileChanged("learned again"))
+        if isinstance(self.screen, LearnScreen):
+            self.screen.refresh_session()
+        else:
+            self.push_screen(LearnScreen(s))
+
+    def action_learned(self) -> None:
+        from flue_tui.screens.learn import LearnScreen
+
+        s = self.learn_session
+        if s is None or not s.text:
+            self.notify("nothing learned yet: L learns the command", severity="warning")
+            return
+        if not isinstance(self.screen, LearnScreen):
+            self.push_screen(LearnScreen(s))
+
+    def accept_learned(self, quiet: bool = False) -> bool:
+        """Make the learned profile the draft (Tune, Save and Re-run then work on it), and
+        the command's next run an enforced one. True when there is one."""
+        from dataclasses import replace
+
+        s = self.learn_session
+        if s is None or not s.text:
+            self.notify("nothing learned yet", severity="warning")
+            return False
+        if s.doc is None and self.draft is not None and self.draft.dirty:
+            self.notify(f"the edits to {self.draft.name} were left unsaved: the learned "
+                        "profile is the draft now", severity="warning", timeout=6)
+        doc = s.accept()
+        if self.draft is not doc:
+            self.draft = doc
+            self._log_mark = 0
+        self.profile_ref = str(doc.path)
+        if self.spec is not None:
+            self.spec = replace(self.spec, profile=self.profile_ref, learn=False)
+        self.post_message(ProfileChanged("learned profile accepted"))
+        if not quiet:
+            self.notify(f"{doc.name} is the draft: r runs the command under it, enforced; "
+                        "ctrl+s saves it", title="learned profile", timeout=5)
+        return True
+
+    def action_explain(self) -> None:
+        from flue_tui.screens.explain import ExplainScreen
+
+        if isinstance(self.screen, ExplainScreen):
+            return
+        self.push_screen(ExplainScreen())
+
+    def _explain_hint(self, model: RunModel) -> None:
+        """A run that failed says so, and that x explains why."""
+        x = model.exited
+        if model.replaced or x is None or not (
+                x.exit_code or x.signal or x.timed_out or x.oom_killed):
+            return
+        self.notify(f"{model.status_word()}: x explains why, with the fixes", timeout=6,
+                    title=f"run #{model.number}")
+
     # --- the command palette -------------------------------------------------------------------
 
     def palette_commands(self) -> Iterator[tuple[str, str, Callable[[], Any]]]:
@@ -945,6 +1092,14 @@ class FlueApp(App[int]):
         if self.spec is not None:
             yield ("Run: Copy the flue run command",
                    "the same run from a shell, with the saved profile", self.action_copy_cli)
+            yield ("Run: Learn", "L: run it observed, propose a least-privilege profile",
+                   self.action_learn)
+        if self.learn_session is not None and self.learn_session.text:
+            yield ("Run: Learned profile", "what the learn runs propose",
+                   self.action_learned)
+        if self.run_model is not None:
+            yield ("Run: Explain", "x: why the run failed, and the fixes",
+                   self.action_explain)
         req = monitor.selected_request() if monitor is not None and self.run_model else None
         if req is not None and self.draft is not None:
             from engine.network.policy import is_ip_literal

@@ -228,6 +228,10 @@ class RunModel:
         self.net_refusals: dict[str, int] = {}  # "host:port" / "name (dns)" -> times refused
         self.dns: deque[ev.DnsQuery] = deque(maxlen=MAX_DNS)
         self.dns_total = 0
+        # learn mode and the Explain screen (flue_tui/screens/learn.py, screens/explain.py)
+        self.learn = False  # a learn run: observed, refused only what learning never allows
+        self.profile_used: Any = None  # the resolved Profile the run was started with
+        self.learn_summary: dict[str, Any] | None = None  # LearnSummary.observed
         self.profile_ref = ""  # the profile's name or file as the run was started with it
         # what ``record()`` reads: the events engine.runrecord needs, bounded (a denial
         # flood keeps a few events per syscall, the rest counted into the last one)
@@ -421,6 +425,9 @@ class RunModel:
             done = [i for i, r in self.net.items() if r.state != "open"][:500]
             for i in done:
                 del self.net[i]
+
+    def _on_learn_summary(self, e: ev.LearnSummary) -> None:
+        self.learn_summary = dict(e.observed)
 
     def _on_dns_query(self, e: ev.DnsQuery) -> None:
         self.dns.append(e)

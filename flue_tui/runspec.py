@@ -151,6 +151,7 @@ class RunSpec:
     limits: QuickLimits = field(default_factory=QuickLimits)
     env: tuple[tuple[str, str], ...] = ()
     share_dirs: bool = False  # bind each script's whole folder, not only the script
+    learn: bool = False  # a learn run (flue_tui/screens/learn.py); not kept in the recent list
     ask: bool = False  # hold each refused syscall for a decision (ask mode)
     ask_timeout: float = ASK_TIMEOUT  # seconds a held call waits before it is denied
 

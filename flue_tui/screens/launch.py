@@ -86,6 +86,8 @@ class LaunchScreen(Screen[RunSpec | None]):
                 yield Input(value=f"{spec.ask_timeout:g}" if spec else "",
                             placeholder=f"ask timeout {ASK_TIMEOUT:g}s", id="launch-ask-timeout",
                             classes="limit-input")
+            yield Checkbox("Learn: run it observed and propose a least-privilege profile",
+                           value=bool(spec and spec.learn), id="launch-learn")
             yield Static(id="launch-error")
             yield Label("Recent (enter fills the form)", classes="form-label")
             yield OptionList(id="launch-recent")
@@ -221,6 +223,10 @@ class LaunchScreen(Screen[RunSpec | None]):
             return None
         spec = RunSpec(argv=argv, profile=str(profile), cwd=cwd, workspace=ws, limits=limits,
                        ask=ask, ask_timeout=float(ask_timeout))
+        if self.query_one("#launch-learn", Checkbox).value:
+            from dataclasses import replace
+
+            spec = replace(spec, learn=True)
         try:
             from engine.profile.model import Profile
 

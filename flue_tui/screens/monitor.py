@@ -51,6 +51,11 @@ class MonitorScreen(Screen[None]):
                 tooltip="run the same command again with the edited profile"),
         Binding("t", "app.tune", "Tune", id="monitor.tune",
                 tooltip="the draft profile: diff, network, limits, mounts, env"),
+        Binding("x", "app.explain", "Explain", id="monitor.explain",
+                tooltip="why the run failed: causes, most likely first, each with its fix"),
+        Binding("L", "app.learn", "Learn", show=False, id="monitor.learn",
+                tooltip="run the command in learn mode: observed, then a least-privilege "
+                "profile proposed"),
         Binding("1", "toggle_panel('denials')", "Denials", show=False, id="monitor.panel1"),
         Binding("2", "toggle_panel('resources')", "Resources", show=False,
                 id="monitor.panel2"),

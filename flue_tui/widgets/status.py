@@ -51,6 +51,8 @@ class StatusLine(Static):
             key = "failed" if bad else "exited"
         t.append(f" {word} ", style(STATE_STYLE.get(key, "status--idle")))
         t.append(f" #{run.number} ", style("status--dim"))
+        if run.learn:
+            t.append("learning ", style("status--warn"))
         tail = Text(no_wrap=True, end="")
         tail.append("  " + fmt.seconds(run.elapsed(now)).strip())
         tail.append(f"  profile {profile_label}")

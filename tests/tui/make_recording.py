@@ -2,11 +2,16 @@
 
     .venv/bin/python tests/tui/make_recording.py            # writes tests/tui/recordings/
 
+    .venv/bin/python tests/tui/make_recording.py learn      # only learn.jsonl, fail.jsonl
+
 Three recordings: ``demo.jsonl`` (the default profile) and ``demo-ptrace.jsonl`` (the default
 profile with ptrace allowed, as the workbench's `a` would do), so the history snapshot has a
 denial that went away; and ``net.jsonl``, ``programs/net_agent.py`` in allowlist mode reaching
 one allowlisted name and two others (refused), all served by an HTTP server this script starts
 on 127.0.0.1 and named through the resolver map (no name goes to the system resolver).
+With ``learn``: ``learn.jsonl``, a learn run of ``programs/needs_ptrace.py`` on the default
+profile (its ``LearnSummary`` feeds the Learn screen), and ``fail.jsonl``, the same program
+under the default profile, where ptrace is refused and it fails (the Explain screen).
 Timestamps are shifted to start at 1000.0 s so the files do not depend on this machine's
 uptime.
 """
@@ -34,7 +39,7 @@ NET_NAMES = ("pkgs.example.test", "tracker.example.test", "telemetry.example.tes
 
 
 async def record(profile, path: Path, argv=("python3", "examples/demo_agent.py"),
-                 hosts=None) -> None:
+                 hosts=None, learn: bool = False) -> None:
     from engine.sandbox import Sandbox
 
     spec = RunSpec(argv=tuple(argv), cwd=str(ROOT))
@@ -42,7 +47,7 @@ async def record(profile, path: Path, argv=("python3", "examples/demo_agent.py")
     got: list[ev.Event] = []
     sb = Sandbox(list(prep.argv), profile, binds=prep.binds, capture_output=True,
                  watch_files=True, name="flue-demo-1",
-                 env=(("FLUE_SANDBOX_ID", "flue-demo-1"),), hosts=hosts)
+                 env=(("FLUE_SANDBOX_ID", "flue-demo-1"),), hosts=hosts, learn=learn)
     sb.subscribe(got.append)
     await sb.run()
     t0 = got[0].ts
@@ -71,12 +76,24 @@ def main() -> int:
     if os.geteuid() != 0 and not os.environ.get("FLUE_ALLOW_UNPRIVILEGED"):
         print("note: recording as an unprivileged user", file=sys.stderr)
     OUT.mkdir(exist_ok=True)
+    if sys.argv[1:] == ["learn"]:
+        record_learn()
+        return 0
     asyncio.run(record(load_profile("default"), OUT / "demo.jsonl"))
     doc = ProfileDocument.open("default")
     doc.allow_syscall("ptrace")
     asyncio.run(record(doc.resolve(), OUT / "demo-ptrace.jsonl"))
     record_network()
     return 0
+
+
+def record_learn() -> None:
+    from engine.learn import learn_profile
+
+    argv = ("python3", "tests/tui/programs/needs_ptrace.py")
+    base = load_profile("default")
+    asyncio.run(record(learn_profile(base), OUT / "learn.jsonl", argv, learn=True))
+    asyncio.run(record(base, OUT / "fail.jsonl", argv))
 
 
 def record_network() -> None:
