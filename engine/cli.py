@@ -499,11 +499,12 @@ def _exit_now(code: int) -> None:
     shared faults: 10 ms or more of a cold start spent on a process about to vanish. Nothing
     is left to finalise (the report is written and closed, no atexit handler of ours);
     stdio is flushed first. Only when main() is the program (argv None), never for callers."""
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
+    for stream in (sys.stdout, sys.stderr):  # None when flue started with that fd closed
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
     os._exit(code)
 
 
