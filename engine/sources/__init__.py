@@ -59,9 +59,11 @@ def start_sources(sb: Any) -> list[Any]:
         sb.processes = ProcessTracker(sb, sb.sample_interval)
     sb.processes.start()
     sources.append(sb.processes)
-    if sb.init_pid:
+    if sb.init_pid and not sb.main_host_pid:  # (its exec, when observed, told us already)
         sb.main_host_pid = main_host_pid(sb.init_pid, sb.main_pid_inside)
-    if sb.watch_files and sb.main_host_pid:
+    # a watcher that took its snapshot at the main exec is stopped with the others, for the
+    # exit manifest, even when the main process is gone by now (a quick command)
+    if sb.watch_files and (sb.main_host_pid or sb.files is not None):
         watcher = make_file_watcher(sb, sb.main_host_pid)
         watcher.start()
         sources.append(watcher)
