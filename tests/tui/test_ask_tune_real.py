@@ -6,7 +6,9 @@
   into the draft, and an unanswered question is denied at the (short) timeout, the modal
   closing with a notice;
 - relax: a run that fails because kcmp is refused; the proposal's kcmp hunk accepted, the
-  others rejected, applied to the draft, and the re-run succeeds.
+  others rejected, applied to the draft, and the re-run succeeds;
+- tighten: after a learn run, the proposal removes what it never used; all accepted, the
+  re-run under the tightened draft still succeeds.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -113,3 +116,38 @@ async def test_relax_accept_one_reject_the_rest_rerun_succeeds(
         await wait_exit(pilot, app, 2)
         assert app.run_model.exited.exit_code == 0, output_text(app)
         assert "kcmp errno 0" in output_text(app)
+
+
+async def test_tighten_after_a_learn_run_rerun_still_succeeds(
+        monkeypatch: pytest.MonkeyPatch, agent_profile: Path) -> None:
+    from dataclasses import replace
+
+    monkeypatch.chdir(ROOT)
+    app = make_app(["python3", "-c", "print('tight enough')"], profile=str(agent_profile),
+                   remember=False, blink=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_exit(pilot, app, 1)
+        app.action_tighten()  # a plain run says what it used nothing about
+        await pilot.pause(0.2)
+        assert type(app.screen).__name__ == "MonitorScreen"
+        assert any("none recorded what it used" in n.message for n in app._notifications)
+        app.start(replace(app.spec, learn=True))
+        await wait_exit(pilot, app, 2)
+        while type(app.screen).__name__ != "MonitorScreen":  # the learn screen, if shown
+            app.pop_screen()
+            await pilot.pause(0.1)
+        orig = set(app.draft.resolve().seccomp.allow)
+        app.action_tighten()
+        await wait_screen(pilot, app, "ProposalScreen")
+        hunks = app.screen.proposal.hunks
+        assert any(h.change.op in ("remove_allow", "replace_group") for h in hunks), \
+            [h.title for h in hunks]
+        await pilot.press("A", "y")
+        await wait_screen(pilot, app, "MonitorScreen")
+        tightened = set(app.draft.resolve().seccomp.allow)
+        assert tightened < orig, "something was taken out"
+        assert app.draft.dirty
+        app.action_rerun()
+        await wait_exit(pilot, app, 3)
+        assert app.run_model.exited.exit_code == 0, output_text(app)
+        assert "tight enough" in output_text(app)
