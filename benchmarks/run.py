@@ -1328,6 +1328,30 @@ def sample_rss(pid: int, stop: Any, out: list[tuple[float, int]], interval: floa
         stop.wait(interval)
 
 
+def engine_host_pid(ui: int, timeout: float = 10.0) -> int | None:
+    """The engine host flue-tui started (``python -m engine.remote``, a child of the UI
+    process that supervises its sandboxes), or None when there is none (an older flue-tui
+    with the supervisor in the UI process)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                if ppid != ui:
+                    continue
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    if b"engine.remote" in f.read():
+                        return int(name)
+            except (OSError, IndexError, ValueError):
+                continue
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.1)
+
+
 def flue_tui_bin() -> Path:
     """The installed ``flue-tui`` next to this interpreter (what a person runs)."""
     script = Path(sys.executable).parent / "flue-tui"
@@ -1386,13 +1410,21 @@ def run_tui(cfg: Config) -> dict[str, Any]:
         t.wait_for(lambda s: "tuiflood: " in s and "1 Denials" in s, 60, "the flood's header")
         pid = t.pane_pid()
         header_at = time.monotonic()
+        host_pid = engine_host_pid(pid, timeout=2.0)
         rss: list[tuple[float, int]] = []
         cpu: list[tuple[float, float]] = []
+        host_rss: list[tuple[float, int]] = []
+        host_cpu: list[tuple[float, float]] = []
         load: list[float] = []
         stop = threading.Event()
         sampler = threading.Thread(target=sample_rss, args=(pid, stop, rss, 0.25, cpu),
                                    daemon=True)
         sampler.start()
+        host_sampler = None
+        if host_pid is not None:
+            host_sampler = threading.Thread(target=sample_rss, daemon=True,
+                                            args=(host_pid, stop, host_rss, 0.25, host_cpu))
+            host_sampler.start()
         stack.callback(stop.set)
         rows: list[dict[str, Any]] = []
 
@@ -1422,6 +1454,8 @@ def run_tui(cfg: Config) -> dict[str, Any]:
         screen = t.screen()
         stop.set()
         sampler.join(timeout=2)
+        if host_sampler is not None:
+            host_sampler.join(timeout=2)
         result_file = ws / "tuiflood-result.json"
         try:
             res = json.loads(result_file.read_text())
@@ -1455,9 +1489,15 @@ def run_tui(cfg: Config) -> dict[str, Any]:
         "target_met": bool(overall.get("p95") is not None and overall["timeouts"] == 0
                            and overall["p95"] < TUI_TARGET_P95_MS),
         "rss_kib": rss_summary(rss, res["t0"], res["t1"]),
-        # the flue-tui process (UI and supervisor share it) in CPUs during the flood: on a
-        # loaded machine it gets what the scheduler leaves, which bounds everything else
+        # the flue-tui process (the UI; with no engine host, the supervisor too) in CPUs
+        # during the flood: on a loaded machine it gets what the scheduler leaves
         "tui_cpu_share": cpu_share(cpu, res["t0"], res["t1"]),
+        # the engine host (the sandbox's supervisor, a child process of flue-tui's)
+        "engine_host": None if host_pid is None else {
+            "cpu_share": cpu_share(host_cpu, res["t0"], res["t1"]),
+            "rss_kib": rss_summary(host_rss, res["t0"], res["t1"]) if host_rss else None,
+            "rss_series": [(round(t - res["t0"], 2), v) for t, v in host_rss],
+        },
         "loadavg_flood_start_end": load,
         "rss_series": [(round(t - res["t0"], 2), v) for t, v in rss],
         "presses": rows,
@@ -1490,13 +1530,19 @@ def print_tui(r: dict[str, Any]) -> None:
                 say(f"{label + ': ' + kind:26}{v['presses']:8d}{'':27}{v['timeouts']:9d}")
     share = r.get("tui_cpu_share")
     la = r.get("loadavg_flood_start_end") or []
-    say(f"flue-tui process CPU during the flood: "
-        f"{'n/a' if share is None else f'{share:.2f} CPUs'}; load average at the flood's "
-        f"start and end: {', '.join(f'{v:.1f}' for v in la) or 'n/a'}")
-    m = r["rss_kib"]
-    say(f"flue-tui RSS KiB: start {m['start_kib']}, peak {m['peak_kib']}, end {m['end_kib']}, "
-        f"after exit {m['after_exit_kib']}; late-half growth {m['late_growth_kib']} KiB: "
-        f"{'bounded' if m['bounded'] else 'GROWING'}")
+    host = r.get("engine_host")
+    hshare = (host or {}).get("cpu_share")
+    say(f"flue-tui process (UI) CPU during the flood: "
+        f"{'n/a' if share is None else f'{share:.2f} CPUs'}; engine host: "
+        + ("none (the supervisor runs in the UI process)" if host is None else
+           "n/a" if hshare is None else f"{hshare:.2f} CPUs")
+        + f"; load average at the flood's start and end: "
+        f"{', '.join(f'{v:.1f}' for v in la) or 'n/a'}")
+    for label, m in (("flue-tui (UI)", r["rss_kib"]), ("engine host", (host or {}).get("rss_kib"))):
+        if m:
+            say(f"{label} RSS KiB: start {m['start_kib']}, peak {m['peak_kib']}, end "
+                f"{m['end_kib']}, after exit {m['after_exit_kib']}; late-half growth "
+                f"{m['late_growth_kib']} KiB: {'bounded' if m['bounded'] else 'GROWING'}")
     p95 = r["latency_ms"].get("all", {}).get("p95")
     verdict = "MET" if r["target_met"] else "NOT MET"
     say(f"target p95 < {r['target_p95_ms']:g} ms: {verdict}"

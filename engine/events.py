@@ -171,6 +171,9 @@ class Output(Event):
     kind: ClassVar[str] = "output"
     stream: str = "stdout"
     data: str = ""  # decoded with errors="replace"; never written raw to a terminal
+    # complete lines of the stream before ``data`` that were left out (the engine host keeps
+    # only a display's last lines of a flood); the first of them ended any partial line
+    skipped_lines: int = 0
 
 
 @dataclass(frozen=True, slots=True)

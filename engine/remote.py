@@ -199,6 +199,7 @@ class EngineHost:
         self.sock = parent
         self._reader = FrameReader((KIND_JSON,))
         self._loop = None
+        self._paused = False
 
     @property
     def pid(self) -> int:
@@ -227,6 +228,18 @@ class EngineHost:
         self._loop = loop
         self.sock.setblocking(False)
         loop.add_reader(self.sock.fileno(), self._on_readable)
+
+    def pause_reading(self) -> None:
+        """Read nothing until ``resume_reading``: the host keeps what comes meanwhile (merged,
+        bounded) instead of this process. For a caller busy with the last batch."""
+        if self._loop is not None and not self._paused and self.sock.fileno() >= 0:
+            self._paused = True
+            self._loop.remove_reader(self.sock.fileno())
+
+    def resume_reading(self) -> None:
+        if self._loop is not None and self._paused and self.sock.fileno() >= 0:
+            self._paused = False
+            self._loop.add_reader(self.sock.fileno(), self._on_readable)
 
     def _on_readable(self) -> None:
         try:
@@ -325,12 +338,16 @@ class EngineHost:
 
 class _Collector:
     """One run's events in the host, between two batches: a stream's output since the
-    last event of another kind is one chunk (its parts joined when the batch goes)."""
+    last event of another kind is one chunk (its parts joined when the batch goes). With
+    ``keep_lines``, a chunk keeps only its last that many lines (what a display shows), the
+    others counted in ``Output.skipped_lines``; a chunk held for a reader that does not read
+    is cut the same way at ``MAX_PENDING_TEXT``."""
 
-    def __init__(self) -> None:
-        self.pending: list[Any] = []  # events, and [stream, first event, parts] chunks
+    def __init__(self, keep_lines: int = 0) -> None:
+        self.keep_lines = keep_lines
+        self.pending: list[Any] = []  # events, and _Chunk
         self.table: Any = None
-        self.chunks: dict[str, list[Any]] = {}  # stream -> its open chunk in pending
+        self.chunks: dict[str, _Chunk] = {}  # stream -> its open chunk in pending
         self.text = 0
 
     def add(self, e: Any) -> None:
@@ -343,45 +360,66 @@ class _Collector:
             self.text += len(e.data)
             chunk = self.chunks.get(e.stream)
             if chunk is None:
-                chunk = [e.stream, e, []]
+                chunk = _Chunk(e)
                 self.chunks[e.stream] = chunk
                 self.pending.append(chunk)
-            chunk[2].append(e.data)
+            chunk.parts.append(e.data)
+            chunk.skipped += e.skipped_lines
             if self.text > MAX_PENDING_TEXT:
-                self._trim(chunk)
+                self.text -= chunk.cut(len(chunk.data()) // 2)
             return
         if not isinstance(e, ev.SyscallDenied | ev.ResourceSample):
             # anything else keeps its place: later output goes after it
             self.chunks.clear()
         self.pending.append(e)
 
-    def _trim(self, chunk: list[Any]) -> None:
-        """The reader fell this far behind: keep the chunk's newest half, say what went."""
-        from engine import events as ev
-
-        data = "".join(chunk[2])
-        cut = data.find("\n", len(data) // 2)
-        cut = len(data) // 2 if cut < 0 else cut + 1
-        dropped = data[:cut].count("\n")
-        chunk[2] = [data[cut:]]
-        self.text -= cut
-        first = chunk[1]
-        self.pending.insert(self.pending.index(chunk), ev.Notice(
-            first.sandbox, first.ts, level="warning", source="flue-tui",
-            message=f"{dropped} lines of {first.stream} dropped: the display fell behind"))
-
     def take(self) -> list[dict[str, Any]]:
-        from dataclasses import replace
-
         out = []
         for item in self.pending:
-            if isinstance(item, list):
-                item = replace(item[1], data="".join(item[2]))
+            if isinstance(item, _Chunk):
+                item = item.event(self.keep_lines)
             out.append(item.to_dict())
         if self.table is not None:
             out.append(self.table.to_dict())
         self.pending, self.table, self.chunks, self.text = [], None, {}, 0
         return out
+
+
+class _Chunk:
+    def __init__(self, first: Any) -> None:
+        self.first = first
+        self.parts: list[str] = []
+        self.skipped = 0
+
+    def data(self) -> str:
+        if len(self.parts) > 1:
+            self.parts = ["".join(self.parts)]
+        return self.parts[0] if self.parts else ""
+
+    def cut(self, at: int) -> int:
+        """Leave out the complete lines that start before ``at``; returns the characters
+        left out."""
+        data = self.data()
+        nl = data.rfind("\n", 0, at + 1)
+        if nl < 0:
+            return 0
+        self.skipped += data.count("\n", 0, nl + 1)
+        self.parts = [data[nl + 1:]]
+        return nl + 1
+
+    def event(self, keep_lines: int) -> Any:
+        from dataclasses import replace
+
+        data = self.data()
+        if keep_lines:
+            lines = data.count("\n")
+            if lines > keep_lines:
+                pos = len(data)
+                for _ in range(keep_lines + 1):
+                    pos = data.rfind("\n", 0, pos)
+                self.cut(pos)
+                data = self.data()
+        return replace(self.first, data=data, skipped_lines=self.skipped)
 
 
 class _Host:
@@ -495,7 +533,7 @@ class _Host:
         except Exception as err:  # noqa: BLE001 - the caller shows it
             self.send({"t": "error", "run": run, "error": error_to_dict(err)})
             return None
-        c = _Collector()
+        c = _Collector(int(msg.get("keep_lines") or 0))
         sb.subscribe(c.add)
         self.collectors[run] = c
         self.sandboxes[run] = sb

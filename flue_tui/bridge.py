@@ -29,6 +29,7 @@ from typing import Any
 
 from engine import events as ev
 from flue_tui.messages import AskPrompt, EventBatch, ProcessSnapshot, RunFinished
+from flue_tui.model import MAX_OUTPUT
 from flue_tui.runspec import Prepared
 
 DEFAULT_INTERVAL = 0.075
@@ -42,10 +43,12 @@ class _Batcher:
     """Collects events from a synchronous callback; ``flush`` posts what was collected."""
 
     def __init__(self, post: Callable[[Any], Any], run: int,
-                 record: Callable[[ev.Event], None] | None = None) -> None:
+                 record: Callable[[ev.Event], None] | None = None,
+                 busy: Callable[[bool], None] | None = None) -> None:
         self.post = post
         self.run = run
         self.record = record
+        self.busy = busy  # told when a batch goes out (True) and when it was applied
         self.pending: list[ev.Event] = []
         self.table: ev.ProcessTable | None = None
         self.count = 0
@@ -64,6 +67,8 @@ class _Batcher:
     def applied(self) -> None:
         """The app folded the last batch in (``EventBatch.ack``): the next one may go."""
         self.in_flight = False
+        if self.busy is not None:
+            self.busy(False)
 
     def flush(self, force: bool = False) -> None:
         """Post what was collected, unless the previous batch is still waiting to be applied
@@ -75,6 +80,8 @@ class _Batcher:
             batch, self.pending = tuple(self.pending), []
             self.in_flight = True
             self.batches += 1
+            if self.busy is not None:
+                self.busy(True)
             self.post(EventBatch(self.run, batch, ack=self.applied))
 
 
@@ -161,8 +168,18 @@ class Bridge:
         self.start_spawner()
         host = self._host
         recorder = _open_recording(self.record_to) if self.record_to else None
+
+        def busy(yes: bool) -> None:
+            # while the app folds a batch in, the host keeps what comes (merged into fewer,
+            # larger chunks, bounded there) rather than this process reading and holding it
+            if yes:
+                host.pause_reading()
+            else:
+                host.resume_reading()
+
         batch = _Batcher(self.post, run,
-                         (lambda e: recorder.write(e.to_json() + "\n")) if recorder else None)
+                         (lambda e: recorder.write(e.to_json() + "\n")) if recorder else None,
+                         busy)
         name = f"flue-tui-{os.getpid()}-{run}"
         ask = None
         if self.ask is not None:
@@ -174,7 +191,10 @@ class Bridge:
                    "workspace": workspace or None, "binds": tuple(prepared.binds),
                    "env": (("FLUE_SANDBOX_ID", name), *env), "name": name,
                    "allow_unlimited": self.allow_unlimited, "ask": ask,
-                   "learn": learn}  # learn: traced, ends with a LearnSummary
+                   "learn": learn,  # learn: traced, ends with a LearnSummary
+                   # the output panel keeps its last MAX_OUTPUT lines: the host sends no more
+                   # of a batch's (the others are counted)
+                   "keep_lines": MAX_OUTPUT}
 
         def on_events(events: list[ev.Event]) -> None:
             for e in events:
@@ -202,6 +222,7 @@ class Bridge:
         finally:
             ticker.cancel()
             batch.flush(force=True)
+            host.resume_reading()
             if self._run == run:  # not a later run's (the app runs one at a time anyway)
                 self._run = None
             if recorder is not None:

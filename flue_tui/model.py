@@ -162,16 +162,21 @@ class OutputBuffer:
         self.total = 0
         self.bytes = 0
 
-    def add(self, stream: str, data: str, ts: float) -> int:
-        """Returns how many complete lines were added."""
+    def add(self, stream: str, data: str, ts: float, skipped: int = 0) -> int:
+        """Returns how many complete lines were added (``skipped``: complete lines before
+        ``data`` that were left out, counted only; they ended the partial line)."""
         self.bytes += len(data)
         head = self.partial.pop(stream, None)
-        if head is not None:
+        self.total += skipped
+        if head is not None and not skipped:
             data = head.text + data
         parts = data.split("\n")
-        for line in parts[:-1]:
-            self.lines.append(OutputLine(stream, line, ts))
-            self.total += 1
+        done = len(parts) - 1
+        self.total += done
+        # a flood's chunk (the engine host merges a stream's output between two batches):
+        # only the lines the bounded buffer keeps become lines
+        keep = parts[max(0, done - (self.lines.maxlen or done)):done]
+        self.lines.extend([OutputLine(stream, line, ts) for line in keep])
         if parts[-1]:
             self.partial[stream] = OutputLine(stream, parts[-1], ts)
         return len(parts) - 1
@@ -400,7 +405,7 @@ class RunModel:
                 del self.processes[pid]
 
     def _on_output(self, e: ev.Output) -> None:
-        self.output.add(e.stream, e.data, e.ts)
+        self.output.add(e.stream, e.data, e.ts, e.skipped_lines)
 
     def _on_network_request(self, e: ev.NetworkRequest) -> None:
         self.net_version += 1

@@ -134,10 +134,21 @@ def test_collector_merges_output_keeps_order_and_stays_bounded() -> None:
     assert got[1].data == "".join(f"line {i}\n" for i in range(100)) and got[1].ts == 2.0
     assert got[-1].rows[0][5] == 99  # the latest table only
     assert c.take() == []
-    # a reader that does not read: the text held stays bounded, and says what it dropped
+    # a reader that does not read: the text held stays bounded, what was left out counted
     line = "x" * 99 + "\n"
-    for _ in range(3 * MAX_PENDING_TEXT // len(line)):
+    n = 3 * MAX_PENDING_TEXT // len(line) // 10 * 10
+    c.add(ev.Output("s", 1.0, stream="stdout", data="partial"))
+    for _ in range(n // 10):  # 10 lines each
         c.add(ev.Output("s", 1.0, stream="stdout", data=line * 10))
     assert c.text <= MAX_PENDING_TEXT
-    notes = [e for e in c.pending if isinstance(e, ev.Notice)]
-    assert notes and "dropped" in notes[0].message
+    (out,) = [ev.Event.from_dict(d) for d in c.take()]
+    assert out.skipped_lines + out.data.count("\n") == n and out.data.startswith("x"), out
+    # a display's last lines only (flue-tui keeps 5 000), the others counted
+    c = _Collector(keep_lines=3)
+    c.add(ev.Output("s", 1.0, stream="stderr", data="a\nb\nc"))
+    c.add(ev.Output("s", 1.0, stream="stderr", data="d\ne\nf\ntail"))
+    (out,) = [ev.Event.from_dict(d) for d in c.take()]
+    assert (out.data, out.skipped_lines) == ("cd\ne\nf\ntail", 2), out
+    c.add(ev.Output("s", 1.0, stream="stderr", data="g\n"))
+    (out,) = [ev.Event.from_dict(d) for d in c.take()]
+    assert (out.data, out.skipped_lines) == ("g\n", 0), out
