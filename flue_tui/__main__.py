@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     from flue_tui.app import make_app
 
     limits = quick_limits(a)
-    if a.ask_timeout is not None and not a.ask_timeout > 0:
-        print("flue-tui: --ask-timeout must be above 0 seconds", file=sys.stderr)
+    if a.ask_timeout is not None and not 0 < a.ask_timeout < float("inf"):
+        print("flue-tui: --ask-timeout must be a number of seconds above 0", file=sys.stderr)
         return 2
     try:
         limits.apply(__import__("engine.profile.model", fromlist=["Profile"]).Profile("x"))

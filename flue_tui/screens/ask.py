@@ -12,6 +12,7 @@ behind the modal.
 from __future__ import annotations
 
 import errno as _errno
+import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
@@ -59,7 +60,9 @@ def prompt_text(p: AskPrompt, remaining: float | None) -> Text:
     t.append(errno_label(p.errno), "bold")
     t.append("; allowing lets the kernel run it as called (pointer arguments play no part "
              "in the decision)\n", "dim")
-    if remaining is not None:
+    if remaining is not None and not math.isfinite(remaining):
+        t.append("no timeout: it waits for your answer", "yellow")
+    elif remaining is not None:
         secs = max(0, int(remaining + 0.999))
         t.append(f"denied in {secs} s without an answer" if secs else
                  "no answer: being denied…", "bold red" if secs <= 5 else "yellow")
@@ -108,10 +111,16 @@ class AskModal(ModalScreen[None]):
 
     def refresh_prompt(self) -> None:
         """Show the queue's head (the app calls this when the queue changes); close when it
-        is empty."""
+        is empty. Under another screen (a save or quit dialog opened over the question) it
+        closes when it is on top again: dismissing pops whatever screen is on top."""
         p = self.current
         if p is None:
-            self.dismiss(None)
+            self._shown = None
+            if self.app.screen is self:
+                self.dismiss(None)
+            else:
+                self.query_one("#ask-body", Static).update(
+                    Text("answered: nothing is waiting", "dim"))
             return
         self._shown = p
         waiting = len(self.app.asks) - 1  # type: ignore[attr-defined]
@@ -120,6 +129,10 @@ class AskModal(ModalScreen[None]):
             title.append(f"  {waiting} more waiting", "bold yellow")
         self.query_one("#ask-title", Label).update(title)
         self._countdown()
+
+    def on_screen_resume(self) -> None:
+        if self.current is None:  # answered (or ended) while a dialog covered it
+            self.dismiss(None)
 
     def _countdown(self) -> None:
         p = self._shown
@@ -133,6 +146,8 @@ class AskModal(ModalScreen[None]):
         p = self.current
         if p is not None:
             self.app.answer_ask(p, decision)  # type: ignore[attr-defined]
+        elif self.app.screen is self:  # nothing left to answer: never a modal stuck open
+            self.dismiss(None)
 
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:
