@@ -92,25 +92,28 @@ def _record_of(model: Any) -> Any:
     return runrecord.from_events(events, source=f"run #{model.number}")
 
 
-def change_diff(draft: Any, change: Any) -> list[str]:
+def change_diff(draft: Any, change: Any) -> list[str] | None:
     """The lines ``change`` adds to and removes from the draft (nothing saved, the draft
-    itself untouched)."""
+    itself untouched): none when the draft has it already; None when it cannot be applied
+    (or there is no draft)."""
     from engine.errors import EngineError
     from engine.profile.edit import ProfileDocument
 
     if draft is None:
-        return []
+        return None
     copy = ProfileDocument(draft.text(), name=draft.name, path=draft.path,
                            builtin=draft.builtin, search_path=draft.search_path)
     try:
         change.apply(copy)
     except EngineError:
-        return []
+        return None
     return [ln for ln in copy.diff(0).splitlines()
             if ln.startswith(("+", "-")) and not ln.startswith(("+++", "---"))][:10]
 
 
-def cause_text(cause: Any, diff: list[str]) -> Text:
+def cause_text(cause: Any, diff: list[str] | None) -> Text:
+    """The cause, its detail, its fix with the lines it adds to the draft (``diff``:
+    ``change_diff``'s answer), or that the draft has it already."""
     t = Text()
     t.append(plain(cause.title, 300) + "\n", "bold")
     if cause.detail:
@@ -119,8 +122,11 @@ def cause_text(cause: Any, diff: list[str]) -> Text:
         ch = cause.changes[0]
         t.append("\nfix: ", "bold")
         t.append(plain(ch.title, 200))
-        t.append("  ·  a applies it to the draft, then r re-runs\n", "dim")
-        for line in diff:
+        if diff == []:  # applied (here or in the monitor): what is left is the re-run
+            t.append("  ·  ✓ in the draft already: r re-runs with it\n", "green")
+        else:
+            t.append("  ·  a applies it to the draft, then r re-runs\n", "dim")
+        for line in diff or ():
             t.append("    " + plain(line, 200) + "\n", "green" if line.startswith("+")
                      else "red")
     if cause.advice:
@@ -204,7 +210,7 @@ class ExplainScreen(Screen[None]):
             box.update(Text(""))
             return
         app: Any = self.app
-        diff = change_diff(app.draft, cause.changes[0]) if cause.changes else []
+        diff = change_diff(app.draft, cause.changes[0]) if cause.changes else None
         box.update(cause_text(cause, diff))
 
     def action_apply(self) -> None:

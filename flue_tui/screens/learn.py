@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
@@ -99,11 +100,34 @@ class LearnSession:
         if self.doc is None:
             path = self.save_path()
             doc = ProfileDocument(self.text, name=path.stem, path=path)
-            doc.saved_text = ""  # nothing on disk yet: the whole profile is the edit
+            # the edit is against what is on disk at that path: nothing yet (the whole
+            # profile is the edit), or an earlier learned profile of the same command, which
+            # saving then replaces (kept as .bak) instead of failing as "changed on disk"
+            try:
+                doc.saved_text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                doc.saved_text = ""
             doc.log.append(f"learned from {len(self.runs)} learn run"
                            f"{'s' if len(self.runs) != 1 else ''}")
             self.doc = doc
         return self.doc
+
+    def retarget(self, dest: Path) -> None:
+        """Before the accepted profile is saved at ``dest``: its header names the
+        observations file beside ``dest`` (``NAME.learn.json``), not the one beside the
+        default path."""
+        if self.doc is None:
+            return
+        old, new = sidecar_name(self.save_path()), sidecar_name(dest)
+        text = self.doc.text()
+        if old == new or old not in text:
+            return
+        lines = text.splitlines(keepends=True)
+        for i, line in enumerate(lines):
+            if line.startswith("#") and old in line:  # the header's comment, once
+                lines[i] = line.replace(old, new)
+                break
+        self.doc.doc = _parse("".join(lines))
 
     def write_sidecar(self, profile_path: Path) -> Path | None:
         """The observations beside a saved learned profile (``NAME.learn.json``), as
@@ -132,25 +156,53 @@ def _parse(text: str) -> Any:
     return tomlkit.parse(text)
 
 
-def profile_text(text: str) -> Text:
+def profile_text(text: str, width: int = 0) -> Text:
     """The TOML, comments dimmed, tables bold; every line neutralised (it holds the
-    program's command line and the paths it looked up)."""
+    program's command line and the paths it looked up). With ``width``, a line longer than
+    that is wrapped, its comment going on under itself (``#`` again, at the same column),
+    so the why of every line stays readable at 80 columns."""
     out = Text(no_wrap=True)
     for line in text.splitlines():
-        shown = plain(line, 300)
-        indent = len(shown) - len(shown.lstrip(" "))
-        shown = "\u00a0" * indent + shown[indent:]  # kept: leading spaces would be dropped
-        if shown.lstrip().startswith("#"):
-            out.append(shown + "\n", "dim")
-        elif shown.startswith("["):
-            out.append(shown + "\n", "bold")
-        else:
+        for piece, dim_from in _wrapped(plain(line, 300), width):
+            indent = len(piece) - len(piece.lstrip(" "))
+            shown = "\u00a0" * indent + piece[indent:]  # kept: leading spaces would be dropped
             start = len(out.plain)
-            out.append(shown + "\n")
-            code, sep, _ = shown.partition("  #")
-            if sep:  # the comment that says why the line is there, dimmed
-                out.stylize("dim", start + len(code) + 2, start + len(shown))
+            if shown.startswith("[") and dim_from:
+                out.append(shown + "\n", "bold")
+            else:
+                out.append(shown + "\n")
+            if dim_from < len(shown):  # the comment that says why the line is there, dimmed
+                out.stylize("dim", start + dim_from, start + len(shown))
     return out
+
+
+def _wrapped(line: str, width: int) -> list[tuple[str, int]]:
+    """``line`` as lines of at most ``width`` columns (0: as it is), each with where its
+    comment starts (its length when it has none)."""
+    import textwrap
+
+    stripped = line.lstrip(" ")
+    if stripped.startswith("#"):
+        code, col, comment = "", len(line) - len(stripped), stripped[1:].strip()
+    else:
+        code, sep, comment = line.partition("  #")
+        col = len(code) + 2 if sep else len(line)
+        comment = comment.strip()
+    if width <= 0 or len(line) <= width:
+        return [(line, col)]
+    if code and not comment:  # a long value: cut where it must be, the rest indented
+        first, rest = line[:width], line[width:]
+        pad = min(len(code) - len(code.lstrip(" ")) + 4, width // 2)
+        more = textwrap.wrap(rest, max(10, width - pad), break_on_hyphens=False)
+        return [(first, len(first))] + [(" " * pad + m, pad + len(m)) for m in more]
+    if col > width - 24:  # the comment column is too far right: under the code instead
+        col = min(len(code) - len(code.lstrip(" ")) + 4, width // 2) if code else 0
+        head = [(code.rstrip(), len(code.rstrip()))] if code else []
+        body = textwrap.wrap(comment, max(10, width - col - 2), break_on_hyphens=False)
+        return head + [(" " * col + "# " + b, col) for b in body]
+    body = textwrap.wrap(comment, max(10, width - col - 2), break_on_hyphens=False) or [""]
+    first = (code + "  " if code else " " * col) + "# " + body[0]
+    return [(first, col)] + [(" " * col + "# " + b, col) for b in body[1:]]
 
 
 def _fmt(v: Any, key: str) -> str:
@@ -211,11 +263,17 @@ def changes_against(base: Any, learned: Any) -> list[tuple[str, str]]:
     return out
 
 
-def changes_text(rows: list[tuple[str, str]]) -> Text:
+def changes_text(rows: list[tuple[str, str]], width: int = 0) -> Text:
+    """The changes, one a line; with ``width``, a longer one wrapped under itself."""
+    import textwrap
+
     style = {"+": "green", "-": "red", "~": "yellow"}
     t = Text(no_wrap=True)
     for sign, line in rows:
-        t.append(f"{sign} {plain(line, 300)}\n", style.get(sign, ""))
+        shown = plain(line, 600)
+        parts = textwrap.wrap(shown, max(20, width - 2), break_on_hyphens=False) \
+            if width > 0 and len(shown) > width - 2 else [shown]
+        t.append(f"{sign} " + "\n\u00a0\u00a0".join(parts) + "\n", style.get(sign, ""))
     return t
 
 
@@ -225,10 +283,10 @@ class LearnScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "accept", "Accept", id="learn.accept",
                 tooltip="make the learned profile the draft (Tune, Save and Re-run use it)"),
-        Binding("r", "rerun", "Re-run enforced", id="learn.rerun",
+        Binding("r", "rerun", "Re-run", id="learn.rerun",
                 tooltip="accept it and run the command under it, enforced: the proof that "
                 "it is enough"),
-        Binding("l", "again", "Learn again", id="learn.again",
+        Binding("l", "again", "Re-learn", id="learn.again",
                 tooltip="run the command in learn mode again; the run merges into this "
                 "profile"),
         Binding("left_square_bracket", "tab(-1)", "Previous tab", show=False,
@@ -259,6 +317,23 @@ class LearnScreen(Screen[None]):
         self.refresh_session()
         self.query_one("#learn-profile-scroll").focus()
 
+    def on_resize(self) -> None:
+        self.refresh_session()  # the long lines wrap at the new width
+
+    def _width(self) -> int:
+        """The columns a line of the profile has (the scroll bar's taken off)."""
+        scroll = self.query_one("#learn-profile-scroll")
+        width = scroll.size.width or self.app.size.width
+        return max(20, width - 2)
+
+    @on(TabbedContent.TabActivated, "#learn-tabs")
+    def _tab_shown(self, event: TabbedContent.TabActivated) -> None:
+        """The shown tab's text takes the keys (up/down, pageup/pagedown, home/end): with the
+        other tab's scroll hidden, nothing had focus and they did nothing."""
+        pane = "learn-changes-scroll" if event.pane.id == "learn-changes-tab" \
+            else "learn-profile-scroll"
+        self.query_one(f"#{pane}").focus()
+
     def refresh_session(self) -> None:
         from engine.errors import EngineError
         from engine.profile.edit import load_text
@@ -271,30 +346,32 @@ class LearnScreen(Screen[None]):
         t.append(plain(s.command, 60))
         obs = s.obs
         t.append("\n ")
+        if s.doc is not None:
+            t.append("the draft (r runs it, ctrl+s saves) · ", "green")
         if obs is not None:
             peak = obs.peaks.get("memory")
             t.append(f"{len(obs.syscalls)} syscalls traced, {len(obs.paths)} paths, "
                      f"{len(obs.missing)} missing inside"
                      + (f", peak memory {int(peak) >> 20} MiB" if peak else ""), "dim")
-        if s.last_exit:
-            t.append(f"  last run exited {s.last_exit}: the profile may lack what a "
+        if s.last_exit:  # a line of its own: the warning must not be cut off
+            t.append(f"\n last learn run exited {s.last_exit}: the profile may lack what a "
                      "successful run needs", "bold red")
-        if s.doc is not None:
-            t.append("  · the draft (ctrl+s saves)", "green")
         self.query_one("#learn-title", Static).update(t)
-        self.query_one("#learn-profile", Static).update(profile_text(s.text))
+        width = self._width()
+        self.query_one("#learn-profile", Static).update(profile_text(s.text, width))
         try:
             learned = load_text(s.text, name=s.save_path().stem, origin=s.save_path())
             rows = changes_against(s.base, learned)
         except EngineError as err:
             rows = [("-", f"the learned profile does not load: {err.render()}")]
-        self.query_one("#learn-changes", Static).update(changes_text(rows))
+        self.query_one("#learn-changes", Static).update(changes_text(rows, width))
 
     def action_tab(self, step: int) -> None:
         tc = self.query_one(TabbedContent)
         ids = ["learn-profile-tab", "learn-changes-tab"]
         tc.active = ids[(ids.index(tc.active) + step) % len(ids)] if tc.active in ids \
             else ids[0]
+        # (focus follows in _tab_shown)
 
     def action_accept(self) -> None:
         self.app.accept_learned()  # type: ignore[attr-defined]

@@ -136,6 +136,9 @@ class SaveModal(ModalScreen[object]):
         from engine.errors import EngineError
 
         doc = self.app.draft
+        session = getattr(self.app, "learn_session", None)
+        if session is not None and session.doc is doc:  # its header names its sidecar
+            session.retarget(save_destination(target))
         try:
             result = doc.save(target)
         except EngineError as err:

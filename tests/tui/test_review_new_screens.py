@@ -8,13 +8,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
-from conftest import ROOT
+from conftest import RECORDINGS, ROOT
 from rich.text import Text
 from test_ask_tune_real import wait_for
 from test_real_sandbox import wait_exit
+from test_snapshots import settle
 
 from flue_tui.app import make_app
+
+
+@pytest.fixture
+def _chdir(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
 
 
 @pytest.mark.sandbox
@@ -59,3 +68,138 @@ def test_endless_ask_timeout() -> None:
                   timeout=float("inf"), answer=lambda d: None)
     text = prompt_text(p, float("inf"))
     assert isinstance(text, Text) and "no timeout" in text.plain
+
+
+# --------------------------------------------------------------------------- learn, explain
+# replayed recordings of real runs (tests/tui/recordings): what is tested is the screens.
+
+
+def _replay(recording: str):  # type: ignore[no-untyped-def]
+    return make_app(["python3", "tests/tui/programs/needs_ptrace.py"], profile="default",
+                    cwd="/home/user/project", replay=[RECORDINGS / recording],
+                    remember=False, blink=False)
+
+
+async def _learned(pilot: Any) -> Any:
+    from flue_tui.screens.learn import LearnScreen
+
+    await settle(pilot)
+    await pilot.press("L")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, LearnScreen), "the Learn screen")
+    await settle(pilot)
+    return pilot.app.screen
+
+
+@pytest.mark.usefixtures("_chdir")
+async def test_learn_screen_readable_and_scrollable_at_80x24() -> None:
+    import re
+
+    app = _replay("learn.jsonl")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _learned(pilot)
+        session = app.learn_session
+        shown = str(screen.query_one("#learn-profile").render())
+        width = screen.query_one("#learn-profile").size.width
+        assert all(len(ln.rstrip()) <= width for ln in shown.splitlines()), width
+        assert "…" not in shown  # nothing cut off: long lines wrap, comments under themselves
+
+        def words(text: str) -> list[str]:
+            return re.findall(r"[^\s#\u00a0]+", text)
+
+        assert words(shown) == words(session.text)  # every word of every comment is there
+        changes = str(screen.query_one("#learn-changes").render())
+        assert "…" not in changes.replace("… ", "")  # "… N more" is the text's own
+
+        # the footer keeps Help and Quit in view (seven keys at 80 columns)
+        from textual.widgets._footer import FooterKey
+
+        keys = [k for k in screen.query(FooterKey) if k.display]
+        assert {"a", "r", "l", "q"} <= {k.key for k in keys}
+        palette = next(k for k in screen.query(FooterKey) if k.key == "ctrl+p")
+        assert all(k.region.right <= palette.region.x for k in keys if k is not palette), \
+            [(k.key, k.region) for k in keys]
+
+        # the keys scroll the tab that is shown, on both tabs
+        profile = screen.query_one("#learn-profile-scroll")
+        await pilot.press("end")
+        await settle(pilot)
+        assert profile.scroll_y == profile.max_scroll_y > 0
+        await pilot.press("right_square_bracket")
+        await settle(pilot)
+        changes_scroll = screen.query_one("#learn-changes-scroll")
+        assert app.focused is changes_scroll
+        await pilot.press("end")
+        await settle(pilot)
+        assert changes_scroll.scroll_y == changes_scroll.max_scroll_y
+        await pilot.press("left_square_bracket", "home")
+        await settle(pilot)
+        assert app.focused is profile and profile.scroll_y == 0
+
+        # a failed learn run's warning has a line of its own, whole
+        session.last_exit = 3
+        screen.refresh_session()
+        await settle(pilot)
+        title = str(screen.query_one("#learn-title").render()).splitlines()
+        assert title[-1].strip() == ("last learn run exited 3: the profile may lack what a "
+                                     "successful run needs"), title
+        assert screen.query_one("#learn-title").size.height == 3
+
+
+@pytest.mark.usefixtures("_chdir")
+async def test_learned_profile_saved_over_an_earlier_one_and_elsewhere(
+        isolated_xdg: Path, tmp_path: Path) -> None:
+    from flue_tui.screens.save import SaveModal
+
+    app = _replay("learn.jsonl")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _learned(pilot)
+        session = app.learn_session
+        dest = session.save_path()
+        # learned yesterday, same command: the file is there already
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text('# learned yesterday\nextends = "default"\n')
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, SaveModal), "the save dialog")
+        await settle(pilot)
+        assert "learned yesterday" in str(app.screen.query_one("#save-diff Static").render())
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not isinstance(app.screen, SaveModal), "the save")
+        assert dest.read_text() == session.text  # replaced, not "changed on disk"
+        assert dest.with_name(dest.name + ".bak").read_text().startswith("# learned yesterday")
+        assert dest.with_name(dest.stem + ".learn.json").is_file()
+
+        # saved elsewhere: its header names the observations written beside it
+        other = tmp_path / "agent.toml"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, SaveModal), "the save dialog")
+        app.screen.query_one("#save-target").value = str(other)
+        await settle(pilot)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not isinstance(app.screen, SaveModal), "the save")
+        body = other.read_text()
+        assert "The observations behind it: agent.learn.json" in body, body[:600]
+        assert dest.stem + ".learn.json" not in body
+        assert (tmp_path / "agent.learn.json").is_file()
+        from engine.learn.writer import previous_observations
+
+        obs, base = previous_observations(other)  # what flue learn -o agent.toml merges into
+        assert base == "default" and obs is not None
+
+
+@pytest.mark.usefixtures("_chdir")
+async def test_explain_says_when_the_fix_is_in_the_draft() -> None:
+    from flue_tui.screens.explain import ExplainScreen
+
+    app = _replay("fail.jsonl")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("x")
+        await wait_for(pilot, lambda: isinstance(app.screen, ExplainScreen), "Explain")
+        await settle(pilot)
+        detail = app.screen.query_one("#explain-detail")
+        assert "a applies it" in str(detail.render())
+        await pilot.press("a")
+        await settle(pilot)
+        shown = str(detail.render())
+        assert "in the draft already: r re-runs with it" in shown, shown
+        assert "a applies it" not in shown
