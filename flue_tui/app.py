@@ -1095,7 +1095,7 @@ class FlueApp(App[int]):
             yield ("Run: Learn", "L: run it observed, propose a least-privilege profile",
                    self.action_learn)
         if self.learn_session is not None and self.learn_session.text:
-            yield ("Run: Learned profile", "what the learn runs propose",
+            yield ("Run: Show the learned profile", "what the learn runs propose",
                    self.action_learned)
         if self.run_model is not None:
             yield ("Run: Explain", "x: why the run failed, and the fixes",

@@ -294,8 +294,8 @@ class LearnScreen(Screen[None]):
         Binding("right_square_bracket", "tab(1)", "Next tab", show=False,
                 id="learn.tab_next"),
         Binding("escape", "app.pop_screen", "Back", id="learn.back",
-                tooltip="back to the monitor (the learned profile stays: ctrl+p, Run: Learned "
-                "profile)"),
+                tooltip="back to the monitor (the learned profile stays: ctrl+p, Run: Show "
+                "the learned profile)"),
     ]
 
     def __init__(self, session: LearnSession) -> None:

@@ -135,6 +135,13 @@ async def test_learn_screen_readable_and_scrollable_at_80x24() -> None:
         await settle(pilot)
         assert app.focused is profile and profile.scroll_y == 0
 
+        # the palette's commands for the new modes, named "category: Verb"
+        names = [name for name, _, _ in app.palette_commands()]
+        for cmd in ("Run: Learn", "Run: Show the learned profile", "Run: Explain",
+                    "Run: Re-run asking before denying", "Profile: Relax from last run",
+                    "Profile: Tighten from recorded runs"):
+            assert cmd in names, names
+
         # a failed learn run's warning has a line of its own, whole
         session.last_exit = 3
         screen.refresh_session()
