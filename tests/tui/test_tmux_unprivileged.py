@@ -6,7 +6,7 @@ dependencies (``helpers/runtime.py``), HOME and the XDG directories owned by tha
 demo agent in a world-readable project directory. Limits are either enforced through a
 cgroup subtree delegated to the uid (``helpers/cgroups.py``) or, without one, dropped with
 ``--allow-unlimited``, which the status line must say. Without either, the error says how
-to run anyway. Every tmux server here has its own socket and is killed at the end.
+to run anyway. The tmux driver (``tmux_driver.py``) is the one ``test_tmux_e2e.py`` uses.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,50 +25,11 @@ from conftest import ROOT
 from helpers import cgroups as hcg
 from helpers.host import descendants, describe, still_alive
 from helpers.runtime import make_runtime
+from tmux_driver import Tmux, missing
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
 UID = int(os.environ.get("FLUE_TEST_UID", "4242"))
-
-
-class Tmux:
-    """One session on a private tmux server (its own ``-L`` socket, no config file)."""
-
-    def __init__(self, command: str) -> None:
-        self.sock = f"flue-unpriv-{uuid.uuid4().hex[:8]}"
-        self.name = "tui"
-        # the short sleep lets tmux settle the window size before the app reads it
-        self._tmux("new-session", "-d", "-s", self.name, "-x", "120", "-y", "40",
-                   f"sleep 0.5; {command}; echo FLUE-TUI-EXITED $?; sleep 60", check=True)
-
-    def _tmux(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["tmux", "-L", self.sock, "-f", "/dev/null", *args],
-                              capture_output=True, text=True, check=check)
-
-    def keys(self, *keys: str, literal: bool = False) -> None:
-        self._tmux("send-keys", "-t", self.name, *(["-l"] if literal else []), *keys,
-                   check=True)
-        time.sleep(0.15)
-
-    def screen(self) -> str:
-        return self._tmux("capture-pane", "-p", "-t", self.name, check=True).stdout
-
-    def wait_for(self, *needles: str, timeout: float = 40.0) -> str:
-        deadline = time.monotonic() + timeout
-        text = ""
-        while time.monotonic() < deadline:
-            text = self.screen()
-            if all(n in text for n in needles):
-                return text
-            time.sleep(0.2)
-        raise AssertionError(f"never saw {needles!r} on screen:\n{text}")
-
-    def pane_pid(self) -> int:
-        return int(self._tmux("display-message", "-p", "-t", self.name, "#{pane_pid}",
-                              check=True).stdout)
-
-    def kill(self) -> None:
-        self._tmux("kill-server")
 
 
 @pytest.fixture(scope="session")
@@ -92,8 +52,8 @@ def _owned_dir(path: Path, mode: int = 0o700) -> Path:
 def user_env(session, tmp_path: Path) -> Iterator[dict[str, Path]]:  # type: ignore[no-untyped-def]
     """A HOME with its XDG dirs owned by the uid, and a world-readable project with the
     demo agent, below the session's scratch directory (every uid can reach it)."""
-    if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed (apt-get install tmux)")
+    if (reason := missing()) is not None:
+        pytest.skip(reason)
     session.require("user", "user namespaces")
     session.require("user", "seccomp")
     base = Path(session.scratch) / f"unpriv-{uuid.uuid4().hex[:8]}"
@@ -139,6 +99,10 @@ def _command(session, runtime: Path, dirs: dict[str, Path],  # type: ignore[no-u
             + shlex.join(argv))
 
 
+# The full walk (allow, save as the uid, re-run) is done once, with the delegated cgroup:
+# what the uid may write and read back does not depend on how the limits are kept. Without a
+# delegation (--allow-unlimited) the run, the status line and a re-run (which must keep the
+# flag) are checked; both end with nothing flue-tui started left alive.
 @pytest.mark.parametrize("limits", ["delegated", "allow-unlimited"])
 def test_unprivileged_person_runs_demo_allows_reruns_saves(
         session, tui_runtime: Path, user_env: dict[str, Path],  # type: ignore[no-untyped-def]
@@ -148,47 +112,22 @@ def test_unprivileged_person_runs_demo_allows_reruns_saves(
     t = Tmux(_command(session, tui_runtime, user_env, dlg.procs_files if dlg else [], args))
     procs: dict[int, int] = {}
     try:
-        screen = t.wait_for("exited 0", "done in", timeout=60)
+        # the denials table is repainted a moment after the status line: wait for both
+        screen = t.wait_for("exited 0", "done in", "mount", "ptrace", "unshare", "AF_PACKET",
+                            timeout=60)
         procs = descendants(t.pane_pid())  # flue-tui, its fork server, ... (pid -> start)
-        for name in ("mount", "ptrace", "unshare", "AF_PACKET"):
-            assert name in screen, (name, screen)
         if dlg is None:  # the limits are off, and the status line says so
-            assert "⚠ limits off (--allow-unlimited)" in screen, screen
-            assert "Memory" in screen and "/ no limit" in screen, screen  # not "/ 2.0G"
+            _assert_limits_off(screen)
+            t.keys("r")  # the re-run keeps --allow-unlimited (without it, it would fail)
+            screen = t.wait_for("#2", "exited 0", "done in", timeout=60)
+            _assert_limits_off(screen)
+            procs.update(descendants(t.pane_pid()))
+            t.keys("q")
+            t.wait_exit(0)
         else:  # the delegated cgroup enforces the profile's limits
             assert "limits off" not in screen and "cgroup v" in screen, screen
             assert "mem 2.0G" in screen and "pids 1024" in screen, screen
-        # narrow the table to ptrace and allow it
-        t.keys("/")
-        t.wait_for("filter Denials")
-        t.keys("ptrace", literal=True)
-        t.keys("Enter")
-        t.wait_for("Allow  r Re-run")
-        t.keys("a")
-        t.wait_for("allow ptrace")
-        # save: the built-in goes to the user's own profile directory, as the user
-        t.keys("C-s")
-        t.wait_for("Save profile default")
-        t.keys("Enter")
-        t.wait_for("profile saved")
-        saved = user_env["config"] / "flue" / "profiles" / "default.toml"
-        assert saved.is_file(), list(user_env["home"].rglob("*"))
-        assert saved.stat().st_uid == UID and saved.parent.stat().st_uid == UID
-        text = saved.read_text()
-        assert '"ptrace",' in text and "# flue's default profile" in text
-        # re-run: ptrace goes through now
-        t.keys("Escape")
-        time.sleep(0.3)
-        t.keys("r")
-        screen = t.wait_for("#2", "exited 0", "done in", timeout=60)
-        assert "allowed: the worker can now be debugged" in screen, screen
-        procs.update(descendants(t.pane_pid()))
-        t.keys("q")
-        t.wait_for("FLUE-TUI-EXITED 0", timeout=15)
-        recent = user_env["state"] / "flue" / "tui-recent.json"
-        assert recent.stat().st_uid == UID
-        assert "demo_agent.py" in json.dumps(json.loads(recent.read_text()))
-        if dlg is not None:
+            _allow_save_rerun(t, user_env, procs)
             assert dlg.leftovers() == [], dlg.leftovers()
     finally:
         t.kill()
@@ -198,6 +137,44 @@ def test_unprivileged_person_runs_demo_allows_reruns_saves(
     assert not left, describe(left)
 
 
+def _assert_limits_off(screen: str) -> None:
+    assert "⚠ limits off (--allow-unlimited)" in screen, screen
+    assert "Memory" in screen and "/ no limit" in screen, screen  # not "/ 2.0G"
+
+
+def _allow_save_rerun(t: Tmux, user_env: dict[str, Path], procs: dict[int, int]) -> None:
+    # narrow the table to ptrace and allow it
+    t.keys("/")
+    t.wait_for("filter Denials")
+    t.keys("ptrace", literal=True)
+    t.keys("Enter")
+    t.wait_gone("filter Denials")
+    t.wait_for("Allow  r Re-run")
+    t.keys("a")
+    t.wait_for("allow ptrace")
+    # save: the built-in goes to the user's own profile directory, as the user
+    t.keys("C-s")
+    t.wait_for("Save profile default")
+    t.keys("Enter")
+    t.wait_for("profile saved")
+    saved = user_env["config"] / "flue" / "profiles" / "default.toml"
+    assert saved.is_file(), list(user_env["home"].rglob("*"))
+    assert saved.stat().st_uid == UID and saved.parent.stat().st_uid == UID
+    text = saved.read_text()
+    assert '"ptrace",' in text and "# flue's default profile" in text
+    # re-run: ptrace goes through now
+    t.keys("Escape")
+    t.keys("r")
+    screen = t.wait_for("#2", "exited 0", "done in", timeout=60)
+    assert "allowed: the worker can now be debugged" in screen, screen
+    procs.update(descendants(t.pane_pid()))
+    t.keys("q")
+    t.wait_exit(0)
+    recent = user_env["state"] / "flue" / "tui-recent.json"
+    assert recent.stat().st_uid == UID
+    assert "demo_agent.py" in json.dumps(json.loads(recent.read_text()))
+
+
 def test_unprivileged_without_delegation_says_how_to_run_anyway(
         session, tui_runtime: Path, user_env: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
     t = Tmux(_command(session, tui_runtime, user_env, [], []))
@@ -205,8 +182,7 @@ def test_unprivileged_without_delegation_says_how_to_run_anyway(
         screen = t.wait_for("cannot be enforced here", "--allow-unlimited", timeout=60)
         assert "failed" in screen and "delegate" in screen, screen
         t.keys("Escape")
-        time.sleep(0.3)
         t.keys("q")
-        t.wait_for("FLUE-TUI-EXITED 0", timeout=15)
+        t.wait_exit(0)
     finally:
         t.kill()
