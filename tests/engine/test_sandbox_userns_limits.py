@@ -7,6 +7,7 @@ gets no more than that, and that what it holds (seen from the host) is exactly t
 from __future__ import annotations
 
 import os
+import subprocess
 import textwrap
 import time
 
@@ -33,7 +34,8 @@ GRAB = textwrap.dedent("""
             break
         wds += 1
     print("held", flush=True)
-    time.sleep(float(sys.argv[1]))
+    if sys.argv[1] == "stdin":  # hold them until told (a line, or the end of stdin)
+        sys.stdin.readline()
 """)
 
 LIMITS = ("max_inotify_instances", "max_inotify_watches", "max_fanotify_groups",
@@ -76,14 +78,23 @@ def test_a_sandbox_gets_no_more_inotify_than_its_limits(flue, marker):
         inotify_instances = 5
         inotify_watches = 12
     """)
-    h = flue.start(["python3", "-c", GRAB, "6", marker], profile=prof)
+    h = flue.start(["python3", "-c", GRAB, "stdin", marker], profile=prof,
+                   stdin=subprocess.PIPE)
+    assert h.proc.stdin is not None
     out = h.read_until("held")
     lines = dict(ln.split(" ", 1) for ln in out.splitlines() if " " in ln)
     assert lines.get("instances") == "5 EMFILE", out
     assert lines.get("watches") == "12 ENOSPC", out
-    time.sleep(0.2)
     # what the host's counts carry for this sandbox: exactly its limits, nothing beyond
-    assert _inotify_held_by(marker) == (5, 12)
+    # (held until the line below; read from /proc, where they show at once)
+    held = _inotify_held_by(marker)
+    deadline = time.monotonic() + 10
+    while held != (5, 12) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        held = _inotify_held_by(marker)
+    assert held == (5, 12)
+    h.proc.stdin.write(b"done\n")
+    h.proc.stdin.flush()
     r = h.finish()
     assert r.returncode == 0, r
     assert not r.report or not any("inotify" in d for d in r.report.get("degraded", [])), r
