@@ -963,11 +963,30 @@ class FlueApp(App[int]):
     def action_learn(self) -> None:
         """Run the command again in learn mode (``L``; the Learn screen's ``l``): observed,
         and merged into the session's learned profile when it ends."""
-        from dataclasses import replace
 
         if self.spec is None:
             self.notify("no command yet: n opens the launch form (its learn box learns)",
                         severity="warning")
+            return
+        s = self.learn_session
+        if s is not None and s.doc is self.draft and s.edited():
+            from flue_tui.screens.modals import ConfirmModal
+
+            def answer(yes: bool | None) -> None:
+                if yes:
+                    self._learn_now()
+
+            self.push_screen(ConfirmModal(
+                f"Learning again writes {s.doc.name} anew from its learn runs: the edits made "
+                "to it since it was accepted (Tune, allow, relax) are lost. Save them first "
+                "(ctrl+s) to keep a copy. Learn again?", yes="Learn again"), answer)
+            return
+        self._learn_now()
+
+    def _learn_now(self) -> None:
+        from dataclasses import replace
+
+        if self.spec is None:
             return
         while self.screen is not self.monitor and len(self.screen_stack) > 1:
             self.pop_screen()

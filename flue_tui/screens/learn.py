@@ -119,15 +119,15 @@ class LearnSession:
         if self.doc is None:
             return
         old, new = sidecar_name(self.save_path()), sidecar_name(dest)
-        text = self.doc.text()
-        if old == new or old not in text:
+        if old == new:
             return
-        lines = text.splitlines(keepends=True)
-        for i, line in enumerate(lines):
-            if line.startswith("#") and old in line:  # the header's comment, once
-                lines[i] = line.replace(old, new)
-                break
-        self.doc.doc = _parse("".join(lines))
+        self.doc.doc = _parse(_renamed(self.doc.text(), old, new))
+        self.text = _renamed(self.text, old, new)  # so the draft has no edit of its own
+
+    def edited(self) -> bool:
+        """The accepted draft has edits of its own (Tune, allow, relax): learning again,
+        which writes the profile anew from the runs, would lose them."""
+        return self.doc is not None and self.doc.text() != self.text
 
     def write_sidecar(self, profile_path: Path) -> Path | None:
         """The observations beside a saved learned profile (``NAME.learn.json``), as
@@ -142,6 +142,16 @@ class LearnSession:
         side = Path(sidecar_of(profile_path))
         _atomic_write(side, json.dumps(self.obs.to_dict(), indent=1) + "\n")
         return side
+
+
+def _renamed(text: str, old: str, new: str) -> str:
+    """``text`` with the header comment that names the sidecar ``old`` naming ``new``."""
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if line.startswith("#") and old in line:  # the header's comment, once
+            lines[i] = line.replace(old, new)
+            break
+    return "".join(lines)
 
 
 def sidecar_name(path: Path) -> str:

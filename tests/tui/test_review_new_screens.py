@@ -210,3 +210,39 @@ async def test_explain_says_when_the_fix_is_in_the_draft() -> None:
         shown = str(detail.render())
         assert "in the draft already: r re-runs with it" in shown, shown
         assert "a applies it" not in shown
+
+
+@pytest.mark.usefixtures("_chdir")
+async def test_learn_again_asks_before_it_drops_the_edits_of_the_accepted_draft() -> None:
+    from flue_tui.screens.learn import LearnScreen
+    from flue_tui.screens.modals import ConfirmModal
+
+    app = _replay("learn.jsonl")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _learned(pilot)
+        session = app.learn_session
+        await pilot.press("l")  # nothing edited: it goes at once
+        await wait_for(pilot, lambda: len(session.runs) == 2 and isinstance(
+            app.screen, LearnScreen), "the second learn run")
+        await pilot.press("a")
+        await settle(pilot)
+        assert app.draft is session.doc and not session.edited()
+        app.apply_edit(lambda d: d.allow_domain("pypi.org"))  # an edit in Tune, say
+        await settle(pilot)
+        assert session.edited()
+        runs = len(app.runs)
+        app.action_learned()
+        await settle(pilot)
+        await pilot.press("l")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "the question")
+        assert "are lost" in str(app.screen.query_one(".dialog-body").render())
+        await pilot.press("n")
+        await settle(pilot)
+        assert len(app.runs) == runs and "pypi.org" in app.draft.text()  # kept
+        await pilot.press("l")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "the question")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: len(session.runs) == 3 and isinstance(
+            app.screen, LearnScreen), "the third learn run")
+        assert app.draft is session.doc and "pypi.org" not in app.draft.text()
+        assert not session.edited()
