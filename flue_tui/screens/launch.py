@@ -216,8 +216,13 @@ class LaunchScreen(Screen[RunSpec | None]):
 
             ask_timeout = parse_duration(timeout_text) if timeout_text else ASK_TIMEOUT
         except ValueError as err:
-            self._error(f"ask timeout: {err}")
-            return None
+            if not ask:  # the field of a box left unticked: it has no say in this run
+                ask_timeout = ASK_TIMEOUT
+            else:
+                self._error(f"ask timeout: {err}")
+                return None
+        if not ask and not ask_timeout:
+            ask_timeout = ASK_TIMEOUT
         if not ask_timeout or ask_timeout <= 0:
             self._error("ask timeout: give seconds above 0, e.g. 30s")
             return None

@@ -246,3 +246,29 @@ async def test_learn_again_asks_before_it_drops_the_edits_of_the_accepted_draft(
             app.screen, LearnScreen), "the third learn run")
         assert app.draft is session.doc and "pypi.org" not in app.draft.text()
         assert not session.edited()
+
+
+@pytest.mark.usefixtures("_chdir")
+async def test_launch_form_ask_timeout() -> None:
+    from flue_tui.screens.launch import LaunchScreen
+
+    app = make_app(None, replay=[RECORDINGS / "fail.jsonl"], remember=False, blink=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, LaunchScreen), "the form")
+        form = app.screen
+        form.query_one("#launch-cmd").value = "python3 -c pass"
+        form.query_one("#launch-ask").value = True
+        for bad, why in (("abc", "is not a duration"), ("-5", "is not a duration"),
+                         ("0", "above 0")):
+            form.query_one("#launch-ask-timeout").value = bad
+            await pilot.press("ctrl+r")
+            await settle(pilot)
+            assert app.screen is form and app.spec is None, bad
+            error = str(form.query_one("#launch-error").render())
+            assert "ask timeout" in error and why in error, (bad, error)
+        # unticked, the field has no say: the run starts
+        form.query_one("#launch-ask").value = False
+        form.query_one("#launch-ask-timeout").value = "abc"
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: app.spec is not None, "the run")
+        assert not app.spec.ask and app.spec.ask_timeout == 30
