@@ -227,6 +227,11 @@ def _fmt(v: Any, key: str) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def _mib(n: float) -> str:
+    """A peak as a person reads it: 6.3 MiB, 360 KiB (not 0 MiB)."""
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{int(n) >> 10} KiB"
+
+
 def changes_against(base: Any, learned: Any) -> list[tuple[str, str]]:
     """What the learned profile changes against its base, as (sign, line) pairs: ``+`` what
     it allows that the base does not, ``-`` what it takes away, ``~`` what it sets."""
@@ -362,7 +367,7 @@ class LearnScreen(Screen[None]):
             peak = obs.peaks.get("memory")
             t.append(f"{len(obs.syscalls)} syscalls traced, {len(obs.paths)} paths, "
                      f"{len(obs.missing)} missing inside"
-                     + (f", peak memory {int(peak) >> 20} MiB" if peak else ""), "dim")
+                     + (f", peak memory {_mib(peak)}" if peak else ""), "dim")
         if s.last_exit:  # a line of its own: the warning must not be cut off
             t.append(f"\n last learn run exited {s.last_exit}: the profile may lack what a "
                      "successful run needs", "bold red")

@@ -272,3 +272,10 @@ async def test_launch_form_ask_timeout() -> None:
         await pilot.press("ctrl+r")
         await wait_for(pilot, lambda: app.spec is not None, "the run")
         assert not app.spec.ask and app.spec.ask_timeout == 30
+
+
+def test_learn_title_peak_memory() -> None:
+    from flue_tui.screens.learn import _mib
+
+    # a run without a cgroup (--allow-unlimited) peaks below a MiB: never "0 MiB"
+    assert _mib(360 * 1024) == "360 KiB" and _mib(6.3 * 2**20) == "6.3 MiB"
