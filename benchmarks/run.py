@@ -1225,11 +1225,11 @@ def next_probe(screen: str, step: int) -> Probe:
 
 def screen_counts(screen: str) -> dict[str, int | None]:
     """What flue-tui's screen says it received: ``1 Denials · N`` and ``5 Output · N lines``
-    in the panels' titles (None when not shown)."""
+    (or ``showing last K of N lines``) in the panels' titles (None when not shown)."""
     import re
 
     den = re.search(r"1 Denials · (\d+)", screen)
-    out = re.search(r"5 Output · (\d+) lines", screen)
+    out = re.search(r"5 Output · (?:showing last \d+ of )?(\d+) lines?\b", screen)
     return {"denials": int(den.group(1)) if den else None,
             "output_lines": int(out.group(1)) if out else None}
 

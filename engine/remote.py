@@ -209,10 +209,17 @@ class EngineHost:
         return self.proc.poll() is None and self.sock.fileno() >= 0
 
     def send(self, msg: dict[str, Any]) -> None:
-        data = frame(msg, KIND_PICKLE)
+        import select
+
+        view = memoryview(frame(msg, KIND_PICKLE))
         with self._lock:
             try:
-                self.sock.sendall(data)
+                while view:  # the socket is non-blocking once read from a loop
+                    try:
+                        view = view[self.sock.send(view):]
+                    except BlockingIOError:
+                        if not select.select([], [self.sock], [], 10.0)[1]:
+                            raise OSError("the engine host reads nothing") from None
             except OSError as err:
                 raise LaunchError("the engine host is gone", detail=str(err),
                                   fix="rerun; flue-tui starts a new one") from err
