@@ -812,9 +812,18 @@ class FlueApp(App[int]):
             self.action_launch()
             return
         if self.screen is not self.monitor and self.monitor is not None:
-            while self.screen is not self.monitor and len(self.screen_stack) > 1:
-                self.pop_screen()
+            self._to_monitor()
         self.start(self.spec)
+
+    def _to_monitor(self) -> None:
+        """Back to the monitor, for a run to start there; a question of ask mode still
+        waiting comes back on top (so a re-run the user then cancels leaves it answerable)."""
+        from flue_tui.screens.ask import AskModal
+
+        while self.screen is not self.monitor and len(self.screen_stack) > 1:
+            self.pop_screen()
+        if self.asks and not isinstance(self.screen, AskModal):
+            self.push_screen(AskModal())
 
     def action_launch(self) -> None:
         from flue_tui.screens.launch import LaunchScreen
@@ -988,8 +997,7 @@ class FlueApp(App[int]):
 
         if self.spec is None:
             return
-        while self.screen is not self.monitor and len(self.screen_stack) > 1:
-            self.pop_screen()
+        self._to_monitor()
         self.start(replace(self.spec, learn=True))
 
     def _learn_profile(self, spec: RunSpec) -> Any:

@@ -57,6 +57,31 @@ async def test_ask_answered_by_the_engine_under_a_dialog(
         assert app.run_model.denials["kcmp"].count == 1
 
 
+@pytest.mark.sandbox
+@pytest.mark.slow
+async def test_ask_question_survives_a_cancelled_rerun(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flue_tui.screens.ask import AskModal
+    from flue_tui.screens.modals import ConfirmModal
+
+    monkeypatch.chdir(ROOT)
+    app = make_app(["python3", "tests/tui/programs/ask_agent.py", "needs-kcmp"],
+                   remember=False, blink=False, ask=True, ask_timeout=120)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, AskModal) and bool(app.asks),
+                       "the kcmp question")
+        app.action_rerun()  # the palette's "Run: Re-run" over the question
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "kill and re-run?")
+        await pilot.press("n")  # not now: the question is still there to answer
+        await wait_for(pilot, lambda: isinstance(app.screen, AskModal), "the question again")
+        assert app.asks and app.asks[0].key == "kcmp"
+        await pilot.press("o")  # kcmp allowed once: the program gets 0 and exits 0
+        await wait_for(pilot, lambda: isinstance(app.screen, AskModal) and bool(app.asks)
+                       and app.asks[0].key == "socket AF_ALG", "the AF_ALG question")
+        await pilot.press("d")
+        await wait_exit(pilot, app, 1)
+        assert len(app.runs) == 1 and app.run_model.exited.exit_code == 0
+
+
 def test_endless_ask_timeout() -> None:
     from flue_tui.__main__ import main
     from flue_tui.messages import AskPrompt
