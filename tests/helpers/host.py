@@ -102,3 +102,68 @@ def still_alive(procs: dict[int, int], timeout: float = 10.0) -> list[int]:
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.02)
+
+
+def children(pid: int) -> list[int]:
+    """The children of ``pid``, as the kernel lists them (/proc/PID/task/*/children)."""
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(x) for x in f.read().split()]
+        except OSError:
+            continue
+    return out
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def inotify_watches(pid: int) -> list[tuple[int, int]]:
+    """(device, inode) of every inotify watch ``pid`` holds, from /proc/PID/fdinfo."""
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:inotify":
+                continue
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if not line.startswith("inotify wd:"):
+                continue
+            fields = dict(kv.split(":", 1) for kv in line.split()[1:] if ":" in kv)
+            sdev = int(fields["sdev"], 16)  # the kernel's dev_t: major << 20 | minor
+            out.append((os.makedev(sdev >> 20, sdev & 0xFFFFF), int(fields["ino"], 16)))
+    return out
+
+
+def file_watcher_of(flue_pid: int, timeout: float = 10.0) -> int:
+    """The file watcher helper `flue run` (``flue_pid``) started for ``--events``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for kid in children(flue_pid):
+            if "engine.sources._watch" in cmdline(kid):
+                return kid
+        time.sleep(0.05)
+    raise AssertionError("no file watcher helper process under flue")
+
+
+def wait_watched(helper: int, path: str, timeout: float = 20.0) -> None:
+    """Wait until the watcher ``helper`` holds a watch on the directory ``path``."""
+    st = os.stat(path)
+    deadline = time.monotonic() + timeout
+    while (st.st_dev, st.st_ino) not in inotify_watches(helper):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the file watcher never watched {path}")
+        time.sleep(0.02)

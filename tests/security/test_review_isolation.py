@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from helpers.host import file_watcher_of, wait_watched
 
 pytestmark = pytest.mark.sandbox
 
@@ -215,18 +216,27 @@ def test_review_file_watcher_does_not_follow_workspace_symlinks_to_the_host(flue
     ws = _writable_ws(flue)
     outside = flue.tmpdir("outside", mode=0o700)
     os.symlink(str(outside), ws / "peek")
+    os.mkfifo(ws / "go.fifo", 0o666)
+    os.chown(ws / "go.fifo", os.stat(ws).st_uid, os.stat(ws).st_gid)
     events = flue.tmpdir("events") / "events.jsonl"
-    h = flue.start(["sh", "-c", "echo ready; sleep 4"], "--workspace", str(ws),
+    h = flue.start(["sh", "-c", "echo ready; read go < /work/go.fifo"], "--workspace", str(ws),
                    "--events", str(events))
     h.read_until("ready")
-    time.sleep(1.0)
+    wait_watched(file_watcher_of(h.pid), str(ws))  # the watcher is up
     name = f"host-only-{uuid.uuid4().hex[:8]}.txt"
     (outside / name).write_text("not the sandbox's\n")
+    # the control, after it in the watcher's one queue: reported, it says the watcher read
+    # past the moment the host file appeared
+    (ws / "control.txt").write_text("seen\n")
+    with open(ws / "go.fifo", "w") as f:
+        f.write("go\n")
     r = h.finish()
     assert r.returncode == 0, r
     lines = [json.loads(ln) for ln in events.read_text().splitlines() if ln.strip()]
     leaked = [e["path"] for e in lines if e.get("kind") == "file_changed" and name in e["path"]]
     assert not leaked, f"a host file outside the sandbox appeared as a workspace change: {leaked}"
+    assert [e for e in lines if e.get("kind") == "file_changed"
+            and e["path"] == "/work/control.txt"], "the workspace change was not reported"
 
 
 OWN_LISTENER_C = r"""
@@ -365,6 +375,18 @@ def _rss(pid: int) -> int:
     return 0
 
 
+FLOOD_WINDOW = 24 << 20  # bytes of events written between the two readings (20 MB tell)
+
+
+def _wait_size(path: Path, size: int, until: float) -> int:
+    """The size of ``path`` once it is ``size`` or more (or when ``until`` has passed)."""
+    while True:
+        now = path.stat().st_size if path.exists() else 0
+        if now >= size or time.monotonic() > until:
+            return now
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
 def test_review_supervisor_memory_stays_bounded_under_a_denial_flood_with_events(flue):
     if shutil.which("cc") is None:
@@ -377,11 +399,14 @@ def test_review_supervisor_memory_stays_bounded_under_a_denial_flood_with_events
     events = flue.tmpdir("events") / "events.jsonl"
     h = flue.start(["/flood/flood", "100"], "--bind", f"{d}:/flood:ro", "--events", str(events),
                    "--timeout", "9")
-    # flue run is the process we started (as root) or dropprivs exec'd into it (as the user)
-    time.sleep(2.5)
+    # flue run is the process we started (as root) or dropprivs exec'd into it (as the user).
+    # Its memory is compared before and after it wrote FLOOD_WINDOW of events: a cost per
+    # record shows as growth in proportion to what was written, whatever the time it took.
+    _wait_size(events, 4 << 20, until=time.monotonic() + 6)  # the flood is in full swing
     rss0, size0 = _rss(h.pid), events.stat().st_size
-    time.sleep(5.0)
-    rss1, size1 = _rss(h.pid), events.stat().st_size
+    size1 = _wait_size(events, size0 + FLOOD_WINDOW, until=time.monotonic() + 6)
+    rss1 = _rss(h.pid)
+    os.kill(h.pid, signal.SIGTERM)  # enough seen (--timeout ends it otherwise)
     h.finish()
     written = size1 - size0
     if written < 20 << 20:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from helpers import observe as ob
+from helpers.host import file_watcher_of, inotify_watches
 
 from engine import events as ev
 
@@ -35,59 +36,6 @@ echo swapped
 read go < /work/go2.fifo
 echo done
 """
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == pid:
-            out.append(int(name))
-    return out
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _watches(pid: int) -> list[tuple[int, int]]:
-    """(device, inode) of every inotify watch ``pid`` holds, from /proc/PID/fdinfo."""
-    out = []
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:inotify":
-                continue
-            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                lines = f.read().splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            if not line.startswith("inotify wd:"):
-                continue
-            fields = dict(kv.split(":", 1) for kv in line.split()[1:] if ":" in kv)
-            sdev = int(fields["sdev"], 16)  # the kernel's dev_t: major << 20 | minor
-            out.append((os.makedev(sdev >> 20, sdev & 0xFFFFF), int(fields["ino"], 16)))
-    return out
-
-
-def _helper_of(flue_pid: int) -> int:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        for kid in _children(flue_pid):
-            if "engine.sources._watch" in _cmdline(kid):
-                return kid
-        time.sleep(0.05)
-    raise AssertionError("no file watcher helper process under flue")
 
 
 def _host_dirs(*tops: str) -> set[tuple[int, int]]:
@@ -120,7 +68,7 @@ def test_workspace_symlinks_to_the_host_are_neither_watched_nor_reported(flue):
     events = ob.events_path(flue)
     h = flue.start(["sh", "-c", SCRIPT], "--workspace", str(ws), "--events", str(events))
     h.read_until("ready")
-    helper = _helper_of(h.pid)
+    helper = file_watcher_of(h.pid)
     # the helper is where the sandbox is: its mount namespace is not the supervisor's
     assert os.readlink(f"/proc/{helper}/ns/mnt") != os.readlink(f"/proc/{h.pid}/ns/mnt")
     assert os.readlink(f"/proc/{helper}/ns/user") != os.readlink(f"/proc/{h.pid}/ns/user")
@@ -130,8 +78,8 @@ def test_workspace_symlinks_to_the_host_are_neither_watched_nor_reported(flue):
                     for p in (ws, ws / "sub", ws / "sub" / "inner")}
 
     def check_watches(phase: str) -> None:
-        assert _watches(h.pid) == [], f"{phase}: the supervisor itself holds inotify watches"
-        held = _watches(helper)
+        assert inotify_watches(h.pid) == [], f"{phase}: the supervisor itself holds inotify watches"
+        held = inotify_watches(helper)
         assert len(held) <= 12, f"{phase}: {len(held)} watches: symlinks were followed"
         assert not set(held) & host, f"{phase}: host directories are watched"
         assert real_ws_dirs <= set(held), f"{phase}: the workspace is not watched: {held}"
