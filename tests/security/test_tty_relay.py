@@ -355,6 +355,19 @@ def _wait_for(path: Path, timeout: float = 20) -> None:
         time.sleep(0.05)
 
 
+def _wait_modes(term: Term, raw: bool, want: list | None = None, timeout: float = 20) -> None:
+    """Wait until the terminal is raw (``raw``: flue's relay has it, in the foreground), or
+    has the modes ``want`` again."""
+    end = time.monotonic() + timeout
+    while True:
+        modes = term.modes()
+        if (not modes[3] & (termios.ECHO | termios.ICANON) if raw else modes == want):
+            return
+        if time.monotonic() > end:
+            raise AssertionError(f"the terminal never became {'raw' if raw else want}: {modes}")
+        time.sleep(0.02)
+
+
 def _ws(flue) -> Path:
     return flue.tmpdir("ws", owner=NOBODY if flue.mode == "root" else None)
 
@@ -374,7 +387,7 @@ def test_a_backgrounded_flue_run_takes_no_keystrokes(flue, term, loop):
     assert (ws / "keys").read_text() == "", "keystrokes for the shell went into the sandbox"
     # in the foreground it does relay: what is typed now is the sandbox's
     term.type(b"fg\n")
-    time.sleep(1.0)
+    _wait_modes(term, raw=True)  # in the foreground, flue's relay has the terminal
     term.type(b"to-sandbox\n")
     term.read_until(rb"to-sandbox\r\n")
     term.type(b"\x04")
@@ -393,7 +406,7 @@ def test_a_stopped_flue_run_gives_the_terminal_back_and_takes_it_again(flue, ter
     line, rep = _flue_line(flue, ["sh", "-c", "cat > /work/keys"], ws, *_loop_args(flue, loop))
     term.type(line.encode() + b"\n")
     _wait_for(ws / "keys")
-    time.sleep(0.5)
+    _wait_modes(term, raw=True)
     term.type(b"first\n")
     term.read_until(rb"first\r\n")
     flue_pid = next(p for p in _descendants(term.proc.pid) if _parent(p) == term.proc.pid)
@@ -407,7 +420,7 @@ def test_a_stopped_flue_run_gives_the_terminal_back_and_takes_it_again(flue, ter
     assert b"still-6" in sh.run("echo still-$((2*3))")
     assert (ws / "keys").read_text() == "first\n", "input for the shell went into the sandbox"
     term.type(b"fg\n")
-    time.sleep(1.0)
+    _wait_modes(term, raw=True)
     term.type(b"second\n")
     term.read_until(rb"second\r\n")
     term.type(b"\x04")
@@ -425,21 +438,22 @@ def test_after_an_uncatchable_stop_and_bg_the_terminal_gets_its_modes_back(flue,
     ws = _ws(flue)
     sh = Shell(flue, term)
     before = sh.modes()
+    cooked = term.modes()
     line, rep = _flue_line(flue, ["sh", "-c", "cat > /work/keys"], ws)
     term.type(line.encode() + b"\n")
     _wait_for(ws / "keys")
-    time.sleep(0.5)
+    _wait_modes(term, raw=True)
     flue_pid = next(p for p in _descendants(term.proc.pid) if _parent(p) == term.proc.pid)
     os.kill(flue_pid, signal.SIGSTOP)
     term.read_until(rb"PROMPT> ")
     term.type(b"bg\n")
-    time.sleep(1.0)
+    _wait_modes(term, raw=False, want=cooked)  # continued, flue puts the caller's back
     term.read()
     assert sh.modes() == before, "the terminal was left in flue's modes"
     assert b"typed-42" in sh.run("echo typed-$((6*7))")
     assert (ws / "keys").read_text() == ""
     term.type(b"fg\n")
-    time.sleep(1.0)
+    _wait_modes(term, raw=True)
     term.type(b"\x04")
     term.read_until(rb"PROMPT> ")
     assert sh.modes() == before
