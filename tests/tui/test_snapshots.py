@@ -37,9 +37,20 @@ def net_app():  # type: ignore[no-untyped-def]
 
 
 async def settle(pilot: Any) -> None:
+    """Every message handled, every animation done, and no panel repaint pending (the app
+    repaints its panels at most every PANEL_INTERVAL: a change within that time is painted
+    by a timer): waited for, never slept."""
+    import asyncio
+
+    app = pilot.app
     await pilot.pause()
     await pilot.wait_for_scheduled_animations()
-    await pilot.pause(0.2)
+    deadline = asyncio.get_running_loop().time() + 10
+    while getattr(app, "_paint_timer", None) is not None or getattr(app, "_unpainted", None):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("the panels' repaint never came")
+        await pilot.pause(0.02)
+    await pilot.pause()
 
 
 def select_denial(pilot: Any, key: str) -> None:
