@@ -347,7 +347,15 @@ def _line(key: str, value: str, why: str, indent: str = "") -> str:
     if not why:
         return text
     pad = max(1, COMMENT_COL - len(text))
-    return f"{text}{' ' * pad}# {why}"
+    return f"{text}{' ' * pad}# {_commentable(why)}"
+
+
+def _commentable(text: str) -> str:
+    """``text`` as TOML allows it in a comment: one line, control characters (an escape
+    sequence in the command line or a path name, say) written as ``\\xNN``; TOML refuses a
+    file with them raw."""
+    return "".join(c if c == "\t" or not (ord(c) < 0x20 or 0x7f <= ord(c) < 0xa0)
+                   else f"\\x{ord(c):02x}" for c in text.replace("\n", " "))
 
 
 def _array(key: str, lines: list[Line], why: str) -> list[str]:
@@ -359,7 +367,7 @@ def _array(key: str, lines: list[Line], why: str) -> list[str]:
 
 
 def _comment(text: str) -> str:
-    return "# " + text.replace("\n", " ")
+    return "# " + _commentable(text)
 
 
 def write_profile(obs: Observation, base_ref: str, base: Profile, *,

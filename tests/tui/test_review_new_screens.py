@@ -304,3 +304,19 @@ def test_learn_title_peak_memory() -> None:
 
     # a run without a cgroup (--allow-unlimited) peaks below a MiB: never "0 MiB"
     assert _mib(360 * 1024) == "360 KiB" and _mib(6.3 * 2**20) == "6.3 MiB"
+
+
+def test_learned_profile_of_a_command_with_escape_sequences() -> None:
+    """The command line (and any path) goes into the profile's comments: raw control
+    characters there made a file TOML refuses, so learn failed ('not a valid profile')."""
+    from engine.profile import load_profile
+    from flue_tui.screens.learn import LearnSession, profile_text
+
+    s = LearnSession("default", load_profile("default"))
+    cmd = ["sh", "-c", "true \x1b]0;PWNED\x07\x1b[2J\x9b1m"]
+    text = s.add({"runs": [{"command": cmd, "exit_code": 0, "wall_seconds": 0.1}]}, 1, 0)
+    assert s.runs == [1]  # valid: it loads
+    header = text.splitlines()[1]
+    assert header.startswith("#") and "\\x1b]0;PWNED\\x07\\x1b[2J\\x9b1m" in header, header
+    shown = profile_text(text, 78).plain
+    assert not any(ord(c) < 0x20 and c != "\n" or 0x7f <= ord(c) < 0xa0 for c in shown)
