@@ -112,6 +112,9 @@ class DenialsPanel(Panel):
         self._shown_cells: dict[str, list[str]] = {}  # row key -> the cells' text on screen
         self._streamed = 0
         self._model: RunModel | None = None
+        self._show_hint()
+
+    def _show_hint(self) -> None:
         self.query_one("#denials-detail", Static).update(Text(
             "a allow · g allow group · e keep denied with an errno · enter details", "dim"))
 
@@ -134,6 +137,7 @@ class DenialsPanel(Panel):
         table.clear()
         table.moved_by_user = False
         self.query_one("#denials-stream", StreamView).clear()
+        self._show_hint()  # not the last run's selected denial: a re-run may refuse nothing
 
     def set_filter(self, text: str) -> None:
         super().set_filter(text)

@@ -320,3 +320,23 @@ def test_learned_profile_of_a_command_with_escape_sequences() -> None:
     assert header.startswith("#") and "\\x1b]0;PWNED\\x07\\x1b[2J\\x9b1m" in header, header
     shown = profile_text(text, 78).plain
     assert not any(ord(c) < 0x20 and c != "\n" or 0x7f <= ord(c) < 0xa0 for c in shown)
+
+
+@pytest.mark.usefixtures("_chdir")
+async def test_rerun_without_denials_leaves_no_stale_denial_line() -> None:
+    """Explain, apply, re-run: the run that works refuses nothing, and the Denials panel's
+    bottom line no longer describes the last run's refusal as if it were still there."""
+    app = make_app(["python3", "tests/tui/programs/needs_ptrace.py"], profile="default",
+                   cwd="/home/user/project",
+                   replay=[RECORDINGS / "fail.jsonl", RECORDINGS / "learn.jsonl"],
+                   remember=False, blink=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        detail = app.screen.query_one("#denials-detail")
+        assert "ptrace" in str(detail.render())
+        app.action_rerun()
+        await wait_for(pilot, lambda: len(app.runs) == 2 and app.run_model.exited is not None,
+                       "the second run")
+        await settle(pilot)
+        assert not app.run_model.denials
+        assert "ptrace" not in str(detail.render())
