@@ -954,6 +954,11 @@ class FlueApp(App[int]):
             reasons.append("a sandbox is still running (it will be killed)")
         if self.draft is not None and self.draft.dirty:
             reasons.append("the draft profile has unsaved edits")
+        learned = self.learn_session
+        if learned is not None and learned.text and (
+                learned.doc is None or learned.doc is not self.draft and learned.doc.dirty):
+            reasons.append("the learned profile is not saved (ctrl+p, Run: Show the learned "
+                           "profile, then ctrl+s)")
         if not reasons:
             self.exit(0)
             return

@@ -340,3 +340,24 @@ async def test_rerun_without_denials_leaves_no_stale_denial_line() -> None:
         await settle(pilot)
         assert not app.run_model.denials
         assert "ptrace" not in str(detail.render())
+
+
+@pytest.mark.usefixtures("_chdir")
+async def test_quit_asks_when_the_learned_profile_is_not_saved() -> None:
+    from flue_tui.screens.modals import ConfirmModal
+
+    app = _replay("learn.jsonl")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _learned(pilot)
+        await pilot.press("q")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "the question")
+        assert "learned profile is not saved" in str(
+            app.screen.query_one(".dialog-body").render())
+        await pilot.press("n")
+        await pilot.press("ctrl+s")  # accepted and saved: nothing is lost by quitting now
+        await settle(pilot)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.learn_session.doc is not None
+                       and not app.learn_session.doc.dirty, "the save")
+        await pilot.press("escape", "q")
+        await wait_for(pilot, lambda: app.return_code == 0, "the quit")
