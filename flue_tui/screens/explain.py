@@ -52,8 +52,10 @@ def explain_model(model: Any, draft: Any = None) -> Explained:
     try:
         record = model.record() if hasattr(model, "record") else _record_of(model)
     except EngineError as err:
-        return Explained(model.number, model.status_word(), command, [],
-                         getattr(err, "title", str(err)))
+        why = getattr(err, "title", str(err))
+        if getattr(model, "started", None) is None:  # not "run #1 hold no flue events"
+            why = "nothing to explain yet: the run has not started"
+        return Explained(model.number, model.status_word(), command, [], why)
     profile = model.profile_used
     if profile is None and draft is not None:
         try:

@@ -361,3 +361,22 @@ async def test_quit_asks_when_the_learned_profile_is_not_saved() -> None:
                        and not app.learn_session.doc.dirty, "the save")
         await pilot.press("escape", "q")
         await wait_for(pilot, lambda: app.return_code == 0, "the quit")
+
+
+@pytest.mark.usefixtures("_chdir")
+async def test_explain_before_the_run_has_started() -> None:
+    from flue_tui.screens.explain import ExplainScreen
+
+    app = make_app(["python3", "tests/tui/programs/needs_ptrace.py"],
+                   replay=[RECORDINGS / "fail.jsonl"], replay_upto=0, remember=False,
+                   blink=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("x")
+        await wait_for(pilot, lambda: isinstance(app.screen, ExplainScreen), "Explain")
+        await settle(pilot)
+        title = str(app.screen.query_one("#explain-title").render())
+        assert "nothing to explain yet: the run has not started" in title, title
+        await pilot.press("a")  # nothing selected: said, nothing breaks
+        await settle(pilot)
+        assert isinstance(app.screen, ExplainScreen)
