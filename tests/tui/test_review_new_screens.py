@@ -1,9 +1,20 @@
 """Learn, Explain and Ask mode used the way a newcomer does, at odd moments and at 80x24.
 
-- ask: a question answered by the engine (its timeout) while a dialog the user opened covers
-  the modal closes the modal, not the dialog on top of it (Textual's ``dismiss`` pops the top
-  screen), and never leaves a question nobody can answer open; an endless ``--ask-timeout``
-  is refused on the command line and shown as "no timeout" if it comes anyway.
+Real sandboxes (ask mode, where the behaviour is the engine holding a call):
+- a question the engine answers (its timeout) while a dialog the user opened covers the modal
+  closes the modal, not that dialog (Textual's ``dismiss`` pops the top screen), and never
+  leaves a question nobody can answer open;
+- a re-run started over a question and then cancelled leaves the question up, answerable.
+
+Replayed recordings of real runs (the screens themselves):
+- the Learn screen at 80x24: long lines wrapped with every word kept, the footer's keys in
+  view, the keys scrolling the tab shown, a failed learn run's warning whole, the palette's
+  commands; learning again asks before it drops edits to the accepted draft; saving over an
+  earlier learned profile (a .bak) and under another name (its header names its sidecar);
+  quitting asks while the learned profile was never saved; the peak in KiB;
+- Explain: a fix in the draft already says so; before the run has started it says that;
+- the launch form's ask timeout, ``--ask-timeout inf``, escape sequences in a learned
+  command line, the Denials panel's bottom line after a re-run that refused nothing.
 """
 
 from __future__ import annotations
