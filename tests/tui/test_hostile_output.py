@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from conftest import HERE, ROOT
 from rich.text import Text
+from waits import settle, wait_until
 
 from engine import events as ev
 from flue_tui.app import make_app
@@ -66,7 +67,9 @@ async def test_hostile_output_replayed_leaves_app_intact() -> None:
     app = make_app(["python3", "hostile.py"], replay=[_hostile_events()], remember=False,
                    blink=False)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause(0.3)
+        await wait_until(pilot, lambda: app.run_model is not None
+                         and app.run_model.state == "exited" and not app.bridge.running,
+                         "the replayed run's end")
         stack_before = list(app.screen_stack)
         title = app.title
         stream = app.screen.query_one("#output-stream")
@@ -90,7 +93,7 @@ async def test_hostile_program_in_real_sandbox(monkeypatch: pytest.MonkeyPatch) 
                                           or app.run_model.state != "exited"
                                           or app.bridge.running):
             await pilot.pause(0.1)
-        await pilot.pause(0.3)
+        await settle(pilot)
         model = app.run_model
         assert model is not None and model.exited is not None and model.exited.exit_code == 0
         raw = "".join(line.text for line in model.output.lines)

@@ -14,6 +14,7 @@ import pytest
 from conftest import RECORDINGS, ROOT
 from test_real_sandbox import output_text, wait_exit
 from test_snapshots import SIZES, steps
+from waits import settle
 
 from flue_tui.app import make_app
 
@@ -29,7 +30,7 @@ async def test_learn_accept_rerun_enforced_save(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.chdir(ROOT)
     app = make_app(None, remember=False, blink=False)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause(0.3)
+        await settle(pilot)
         # the launch form's learn box
         app.screen.query_one("#launch-cmd").value = " ".join(PROGRAM)
         app.screen.query_one("#launch-learn").value = True
@@ -39,7 +40,7 @@ async def test_learn_accept_rerun_enforced_save(monkeypatch: pytest.MonkeyPatch,
         assert first.learn and first.exited is not None and first.exited.exit_code == 0
         assert "ptrace(PTRACE_TRACEME): allowed" in output_text(app)  # observed, not refused
         assert not first.denials
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert isinstance(app.screen, LearnScreen)
         session = app.learn_session
         assert session.base_ref == "default" and session.runs == [1]
@@ -53,7 +54,7 @@ async def test_learn_accept_rerun_enforced_save(monkeypatch: pytest.MonkeyPatch,
         # learn again: the second run merges in
         await pilot.press("l")
         await wait_exit(pilot, app, 2)
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert isinstance(app.screen, LearnScreen) and session.runs == [1, 2]
         assert "from 2 runs" in session.text
 
@@ -70,9 +71,9 @@ async def test_learn_accept_rerun_enforced_save(monkeypatch: pytest.MonkeyPatch,
 
         # save: the file keeps its comments, its observations beside it
         await pilot.press("ctrl+s")
-        await pilot.pause(0.3)
+        await settle(pilot)
         await pilot.press("enter")
-        await pilot.pause(0.3)
+        await settle(pilot)
         saved = isolated_xdg / "xdg_config_home" / "flue" / "profiles" / \
             "learned-python3-needs-ptrace-py.toml"
         assert saved.is_file(), list((isolated_xdg / "xdg_config_home").rglob("*"))
@@ -102,7 +103,7 @@ async def test_explain_names_the_refusal_and_its_fix_works(
         assert app.run_model.exited.exit_code != 0
         assert "refused (Operation not permitted)" in output_text(app)
         await pilot.press("x")
-        await pilot.pause(0.3)
+        await settle(pilot)
         screen = app.screen
         assert isinstance(screen, ExplainScreen)
         first = screen.explained.causes[0]
@@ -111,7 +112,7 @@ async def test_explain_names_the_refusal_and_its_fix_works(
         detail = str(screen.query_one("#explain-detail").render())
         assert "fix: allow ptrace" in detail and '+    "ptrace",' in detail
         await pilot.press("a")
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert "ptrace" in app.draft.resolve().seccomp.allow
         await pilot.press("r")
         await wait_exit(pilot, app, 2)
@@ -120,7 +121,7 @@ async def test_explain_names_the_refusal_and_its_fix_works(
         assert "ptrace" not in second.denials
         assert "ptrace(PTRACE_TRACEME): allowed" in output_text(app)
         await pilot.press("x")
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert isinstance(app.screen, ExplainScreen)
         assert not [c for c in app.screen.explained.causes if c.likelihood >= 0.35]
 

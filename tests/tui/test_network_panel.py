@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from conftest import AGENT_PROFILE, RECORDINGS, ROOT
+from waits import settle
 
 from engine import events as ev
 from engine.profile.model import NetworkPolicy, Profile
@@ -155,7 +156,7 @@ async def run_recorded(pilot: Any) -> None:
         if app.run_model is not None and app.run_model.state == "exited":
             break
         await pilot.pause(0.1)
-    await pilot.pause(0.3)
+    await settle(pilot)
 
 
 def select(app: Any, host: str, state: str = "refused") -> Any:
@@ -185,15 +186,15 @@ async def test_the_panel_shows_itself_and_w_allows_the_parent_domain(net_app: An
         assert app.screen.panel("network").display
         row = select(app, "tracker.example.test")
         await pilot.press("w")
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert app.draft.resolve().network.allow == (f"*.example.test:{row.port}",)
         assert app.draft.resolve().network.mode == "allowlist"
         # d takes out what lets it through: here the wildcard just added
         await pilot.press("d")
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert app.draft.resolve().network.allow == ()
         await pilot.press("d")
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert any("nothing to take out" in n.message for n in app._notifications)
 
 
@@ -203,14 +204,14 @@ async def test_a_dns_question_allows_the_name_on_the_default_ports(net_app: Any)
         app = pilot.app
         select(app, "tracker.example.test")
         await pilot.press("right_square_bracket")  # the DNS tab
-        await pilot.pause(0.2)
+        await settle(pilot)
         dns = app.screen.query_one("#network-dns")
         assert [line.split()[2] for line in dns.visible_plain()] == [
             "pkgs.example.test", "tracker.example.test", "telemetry.example.test"]
         dns.focus()
         dns.action_cursor(-1)  # tracker
         await pilot.press("a")
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert app.draft.resolve().network.allow == ("tracker.example.test",)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from conftest import ROOT
 from test_real_sandbox import output_text, wait_exit
+from waits import settle
 
 from flue_tui.__main__ import _parser, quick_limits
 from flue_tui.app import make_app
@@ -87,16 +88,16 @@ async def test_refused_domain_allowed_rerun_saved(monkeypatch: pytest.MonkeyPatc
         table.move_cursor(row=panel._rows.index(str(refused.id)), animate=False)
         await pilot.pause(0.1)
         await pilot.press("a")
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert target in app.draft.resolve().network.allow
         assert f'+    "{target}",' in app.draft.diff()
         await pilot.press("t")
-        await pilot.pause(0.3)
+        await settle(pilot)
         diff = str(app.screen.query_one("#tune-diff").render())
         assert f'"{target}"' in diff, diff
         assert target in str(app.screen.query_one("#tune-allowlist").render())
         await pilot.press("escape")
-        await pilot.pause(0.2)
+        await settle(pilot)
 
         # re-run: the name is reached now, and the refusal is gone
         await pilot.press("r")
@@ -111,17 +112,17 @@ async def test_refused_domain_allowed_rerun_saved(monkeypatch: pytest.MonkeyPatc
         assert second.net_refusals == {}
         assert second.network_rules == 2
         await pilot.press("h")
-        await pilot.pause(0.3)
+        await settle(pilot)
         detail = str(app.screen.query_one("#history-detail").render())
         assert "network: 2 refusal(s) gone" in detail and target in detail, detail
         await pilot.press("escape")
-        await pilot.pause(0.2)
+        await settle(pilot)
 
         # save: the file gets the rule, beside its comments
         await pilot.press("ctrl+s")
-        await pilot.pause(0.3)
+        await settle(pilot)
         await pilot.press("enter")
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert not app.draft.dirty
     text = profile.read_text()
     assert "# An agent that may use the network, but only where we say." in text
@@ -151,7 +152,7 @@ async def test_deny_takes_the_rule_out_and_the_rerun_is_refused(
         table.move_cursor(row=app.screen.panel("network")._rows.index(str(closed.id)),
                           animate=False)
         await pilot.press("d")
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert app.draft.resolve().network.allow == ("pkgs.example.test",)
         assert f'-    "{target}",  # ours' in app.draft.diff()
         await pilot.press("r")

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from conftest import ROOT
+from waits import settle
 
 from flue_tui.app import FlueApp, make_app
 
@@ -22,7 +23,7 @@ async def wait_exit(pilot: Any, app: FlueApp, number: int, timeout: float = 40.0
         m = app.run_model
         if m is not None and m.number == number and m.state in ("exited", "failed") \
                 and not app.bridge.running:
-            await pilot.pause(0.2)
+            await settle(pilot)
             return
         await pilot.pause(0.1)
     raise AssertionError(f"run {number} did not finish: {app.run_model and app.run_model.state}")
@@ -59,7 +60,7 @@ async def test_demo_allow_rerun_save(monkeypatch: pytest.MonkeyPatch,
         table = app.screen.query_one("#denials-table")
         table.move_cursor(row=panel._rows.index("ptrace"), animate=False)
         await pilot.press("a")
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert app.draft.dirty and "ptrace" in app.draft.resolve().seccomp.allow
         await pilot.press("r")
         await wait_exit(pilot, app, 2)
@@ -72,9 +73,9 @@ async def test_demo_allow_rerun_save(monkeypatch: pytest.MonkeyPatch,
 
         # save: a built-in goes to a user profile; comments survive
         await pilot.press("ctrl+s")
-        await pilot.pause(0.3)
+        await settle(pilot)
         await pilot.press("enter")
-        await pilot.pause(0.3)
+        await settle(pilot)
         saved = isolated_xdg / "xdg_config_home" / "flue" / "profiles" / "default.toml"
         assert saved.is_file(), list((isolated_xdg / "xdg_config_home").rglob("*"))
         text = saved.read_text()
@@ -93,13 +94,13 @@ async def test_save_invalid_writes_nothing(monkeypatch: pytest.MonkeyPatch,
     before = agent_profile.read_text()
     app = make_app(None, profile=str(agent_profile), remember=False, blink=False)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause(0.2)
+        await settle(pilot)
         await pilot.press("escape")  # leave the launch form
         app.draft.doc["limits"]["memory"] = "lots"  # as a bad hand edit would
         await pilot.press("ctrl+s")
-        await pilot.pause(0.3)
+        await settle(pilot)
         await pilot.press("enter")
-        await pilot.pause(0.3)
+        await settle(pilot)
         from flue_tui.screens.save import SaveModal
 
         assert isinstance(app.screen, SaveModal)
@@ -109,30 +110,37 @@ async def test_save_invalid_writes_nothing(monkeypatch: pytest.MonkeyPatch,
         assert sorted(p.name for p in agent_profile.parent.iterdir()) == ["agent.toml"]
 
 
+# one mount, its errno printed: what this test needs of a run (the demo's, above, takes
+# seconds of workers and pauses; the errno picker and the save do not depend on them)
+MOUNT_ONCE = ("import ctypes, errno; libc = ctypes.CDLL(None, use_errno=True); "
+              "rc = libc.mount(b'tmpfs', b'/tmp', b'tmpfs', 0, None); "
+              "print('mount:', 'ok' if rc == 0 else errno.errorcode[ctypes.get_errno()])")
+
+
 async def test_user_profile_save_keeps_comments(monkeypatch: pytest.MonkeyPatch,
                                                 agent_profile: Path) -> None:
     monkeypatch.chdir(ROOT)
-    app = make_app(["python3", "examples/demo_agent.py"], profile=str(agent_profile),
+    app = make_app(["python3", "-c", MOUNT_ONCE], profile=str(agent_profile),
                    remember=False, blink=False)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_exit(pilot, app, 1)
         panel = app.screen.panel("denials")
         app.screen.query_one("#denials-table").move_cursor(row=panel._rows.index("mount"))
         await pilot.press("e")
-        await pilot.pause(0.2)
+        await settle(pilot)
         from flue_tui.screens.modals import ErrnoPicker
 
         assert isinstance(app.screen, ErrnoPicker)
         await pilot.press("down", "enter")  # EACCES
-        await pilot.pause(0.2)
+        await settle(pilot)
         await pilot.press("r")
         await wait_exit(pilot, app, 2)
         assert app.run_model.denials["mount"].errno_name == "EACCES"
-        assert "EACCES" in output_text(app)
+        assert "mount: EACCES" in output_text(app)
         await pilot.press("ctrl+s")
-        await pilot.pause(0.3)
+        await settle(pilot)
         await pilot.press("enter")
-        await pilot.pause(0.3)
+        await settle(pilot)
     text = agent_profile.read_text()
     assert 'mount = "EACCES"' in text
     assert "# Comments like these must survive every save from the workbench." in text

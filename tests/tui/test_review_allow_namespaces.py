@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from waits import settle
+
 from flue_tui.app import FlueApp, make_app
 from flue_tui.model import DenialRow
 from flue_tui.screens.modals import ConfirmModal
@@ -38,7 +40,7 @@ async def monitor(pilot: Any, app: FlueApp) -> None:
         if app.draft is not None and app.screen_stack[-1].__class__.__name__ == "LaunchScreen":
             break
     await pilot.press("escape")
-    await pilot.pause(0.2)
+    await settle(pilot)
 
 
 def told(app: FlueApp, *words: str) -> bool:
@@ -50,17 +52,17 @@ async def test_allowing_unshare_lifts_the_namespace_filter_or_says_why_not() -> 
     async with app.run_test(size=(120, 40)) as pilot:
         await monitor(pilot, app)
         app.edit_profile("allow", UNSHARE)
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert isinstance(app.screen, ConfirmModal)
         question = app.screen.question
         assert "allow_namespaces = true" in question and "exploits" in question, question
         await pilot.press("n")
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert not app.draft.dirty and told(app, "unshare stays refused")
         app.edit_profile("allow", UNSHARE)
-        await pilot.pause(0.3)
+        await settle(pilot)
         await pilot.press("y")
-        await pilot.pause(0.3)
+        await settle(pilot)
         prof = app.draft.resolve()
         assert prof.seccomp.allow_namespaces and "unshare" in prof.seccomp.allow
         line = next(ln for ln in app.draft.text().splitlines()
@@ -74,17 +76,17 @@ async def test_allowing_what_needs_a_capability_explains_instead() -> None:
         await monitor(pilot, app)
         for row, cap in ((MOUNT, "CAP_SYS_ADMIN"), (PACKET, "CAP_NET_RAW")):
             app.edit_profile("allow", row)
-            await pilot.pause(0.2)
+            await settle(pilot)
             assert not app.draft.dirty, f"a on {row.key} widened the profile"
             assert told(app, cap, "a again"), [str(n.message) for n in app._notifications]
         app.edit_profile("allow_group", MOUNT)
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert not app.draft.dirty
         app.edit_profile("allow", PACKET)
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert not app.draft.dirty
         app.edit_profile("allow", PACKET)  # the same key on the same row again: do it
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert "AF_PACKET" in app.draft.resolve().seccomp.socket_families
 
 
@@ -96,6 +98,6 @@ async def test_clone3_enosys_is_expected() -> None:
         assert cells[3].plain == "expected" and all("dim" in str(c.style) for c in cells)
         assert DenialsPanel._cells(MOUNT)[3].plain == "needs cap"
         app.edit_profile("allow", CLONE3)
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert not app.draft.dirty and told(app, "glibc then falls back to clone")
         assert "clone3" in app.draft.text()  # its deny entry and comment are kept

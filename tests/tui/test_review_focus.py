@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from conftest import DEMO, DEMO_PTRACE, ROOT
+from waits import settle
 
 from engine import events as ev
 from flue_tui.app import make_app
@@ -25,12 +26,6 @@ from flue_tui.widgets.table import RowTable
 def app_for(recordings: Any,  # type: ignore[no-untyped-def]
             argv: tuple[str, ...] = ("python3", "examples/demo_agent.py")):
     return make_app(list(argv), cwd=str(ROOT), replay=recordings, remember=False, blink=False)
-
-
-async def settle(pilot: Any) -> None:
-    await pilot.pause()
-    await pilot.wait_for_scheduled_animations()
-    await pilot.pause(0.3)
 
 
 async def test_tab_never_stops_on_a_tab_bar() -> None:

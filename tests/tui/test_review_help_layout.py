@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from rich.console import Console
+from waits import settle
 
 from flue_tui.app import make_app
 from flue_tui.screens.modals import HelpScreen
@@ -28,12 +29,12 @@ def drawn_lines(widget: Any) -> list[str]:
 async def test_help_rows_keep_a_space_before_the_binding_id(size: tuple[int, int]) -> None:
     app = make_app(None, remember=False, blink=False)
     async with app.run_test(size=size) as pilot:
-        await pilot.pause(0.3)
+        await settle(pilot)
         await pilot.press("escape")
-        await pilot.pause(0.2)
+        await settle(pilot)
         sections = app.help_sections()
         await pilot.press("question_mark")
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert isinstance(app.screen, HelpScreen)
         dialog = app.screen.query_one("#help-dialog")
         assert dialog.region.right <= size[0] and dialog.region.bottom <= size[1]

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from waits import settle
 
 from flue_tui.app import make_app
 from flue_tui.runspec import RunSpec, cli_command, prepare
@@ -105,7 +106,7 @@ async def test_a_home_folder_shared_whole_asks_first(project: Path,
         assert isinstance(app.screen, ConfirmModal)
         assert "home folder" in app.screen.question and ".ssh" in app.screen.question
         await pilot.press("n")
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert not app.runs
 
 

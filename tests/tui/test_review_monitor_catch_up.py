@@ -13,6 +13,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from waits import settle, wait_until
 
 from flue_tui.app import FlueApp, make_app
 from flue_tui.widgets.status import StatusLine
@@ -38,12 +39,14 @@ async def test_monitor_catches_up_after_history() -> None:
                    blink=False)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_state(pilot, app, ("running",))
-        await pilot.pause(0.5)
+        await wait_until(pilot, lambda: any("first" in ln.text
+                                            for ln in app.run_model.output.lines),
+                         "the first line")
         await pilot.press("h")
         await wait_state(pilot, app, ("exited",))
-        await pilot.pause(0.5)
+        await settle(pilot)  # the last batches applied while the history is on top
         await pilot.press("escape")
-        await pilot.pause(0.5)
+        await settle(pilot)
         status = str(app.screen.query_one(StatusLine).render())
         assert app.monitor is not None
         output = app.monitor.panel("output")

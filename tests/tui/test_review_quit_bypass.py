@@ -9,6 +9,8 @@ the same question.
 
 from __future__ import annotations
 
+from waits import settle
+
 from flue_tui.app import make_app
 from flue_tui.screens.modals import ConfirmModal
 
@@ -16,24 +18,24 @@ from flue_tui.screens.modals import ConfirmModal
 async def test_ctrl_q_asks_when_edits_are_unsaved() -> None:
     app = make_app(None, remember=False, blink=False)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause(0.3)
+        await settle(pilot)
         await pilot.press("escape")  # leave the launch form
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert app.apply_edit(lambda d: d.allow_syscall("ptrace"))
-        await pilot.pause(0.2)
+        await settle(pilot)
         await pilot.press("ctrl+q")
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert app.is_running and isinstance(app.screen, ConfirmModal)
 
 
 async def test_palette_quit_asks_when_edits_are_unsaved() -> None:
     app = make_app(None, remember=False, blink=False)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause(0.3)
+        await settle(pilot)
         await pilot.press("escape")
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert app.apply_edit(lambda d: d.allow_syscall("ptrace"))
-        await pilot.pause(0.2)
+        await settle(pilot)
         await app.run_action("quit")  # what the palette's "Quit" command calls
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert app.is_running and isinstance(app.screen, ConfirmModal)

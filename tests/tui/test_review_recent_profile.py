@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from textual.widgets import Input, OptionList, Select, Static
+from waits import settle
 
 from flue_tui.app import make_app
 from flue_tui.runspec import RunSpec
@@ -40,7 +41,7 @@ async def test_recent_entry_keeps_its_profile_path(agent_profile: Path) -> None:
         ol.focus()
         ol.highlighted = 0
         await pilot.press("enter")
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert app.screen.query_one("#launch-cmd", Input).value == "echo A"
         assert app.screen.query_one("#launch-profile", Select).value == str(agent_profile)
         spec = app.screen.build()
@@ -56,7 +57,7 @@ async def test_recent_entry_whose_profile_is_gone_says_so(tmp_path: Path) -> Non
         ol.focus()
         ol.highlighted = 0
         await pilot.press("enter")
-        await pilot.pause(0.3)
+        await settle(pilot)
         error = str(app.screen.query_one("#launch-error", Static).content)
         assert "gone.toml" in error and "cannot be opened" in error, error
 
@@ -70,12 +71,12 @@ async def test_the_picker_opens_a_profile_by_path(agent_profile: Path) -> None:
         box.focus()
         box.value = "./agent.toml"  # relative to the form's directory
         await pilot.press("enter")
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert isinstance(app.screen, LaunchScreen), "enter in the file field must not run"
         assert screen.query_one("#launch-profile", Select).value == str(agent_profile)
         box.focus()
         box.value = "./nothing-here.toml"
         await pilot.press("enter")
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert "nothing-here.toml" in str(screen.query_one("#launch-error", Static).content)
         assert screen.build() is None  # a typed profile that does not exist stops the run

@@ -15,6 +15,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from waits import settle, wait_until
 
 from flue_tui.app import FlueApp, make_app
 from flue_tui.screens.modals import ConfirmModal
@@ -35,7 +36,7 @@ async def wait_running(pilot: Any, app: FlueApp, number: int, timeout: float = 3
 
 async def rerun(pilot: Any, app: FlueApp) -> None:
     await pilot.press("r")
-    await pilot.pause(0.3)
+    await settle(pilot)
     assert isinstance(app.screen, ConfirmModal), "r on a running sandbox must ask"
     assert "still running" in app.screen.question
     await pilot.press("y")
@@ -47,12 +48,14 @@ async def test_rerun_while_running_keeps_the_new_sandbox_killable() -> None:
         await wait_running(pilot, app, 1)
         await rerun(pilot, app)
         await wait_running(pilot, app, 2)
-        await pilot.pause(1.0)  # the killed run has finished its clean-up
+        # the killed run has finished its clean-up (its end handled)
+        await wait_until(pilot, lambda: app.runs[0].state not in ("starting", "running"),
+                         "run #1's end")
         try:
             assert app.bridge.running, "run #2 is running but the bridge says nothing is"
             assert app.runs[0].status_word() == "replaced"
             await pilot.press("k")
-            await pilot.pause(0.3)
+            await settle(pilot)
             assert isinstance(app.screen, ConfirmModal), "k must find run #2 running"
             await pilot.press("y")
             loop = asyncio.get_running_loop()
@@ -71,7 +74,7 @@ async def test_replaced_runs_do_not_stay_running_in_history() -> None:
         await wait_running(pilot, app, 1)
         await rerun(pilot, app)
         await pilot.press("r")  # again at once: asks again only if run #2 is already running
-        await pilot.pause(0.3)
+        await settle(pilot)
         if isinstance(app.screen, ConfirmModal):
             assert "Run #2 is still running" in app.screen.question
             await pilot.press("y")
@@ -80,7 +83,11 @@ async def test_replaced_runs_do_not_stay_running_in_history() -> None:
             await wait_running(pilot, app, 2)
             await rerun(pilot, app)
             await wait_running(pilot, app, 3)
-        await pilot.pause(1.0)
+        # the replaced runs' ends handled (a bug kept them "running" for good: this then
+        # times out, and the assertion below says so)
+        await wait_until(pilot, lambda: all(m.state not in ("starting", "running")
+                                            for m in app.runs[:-1]), "the replaced runs' ends",
+                         timeout=10, fail=False)
         try:
             assert len(app.runs) == 3
             states = [m.state for m in app.runs[:-1]]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from textual.widgets import Input, Static
+from waits import settle
 
 from flue_tui.app import make_app
 from flue_tui.screens.modals import ConfirmModal
@@ -19,15 +20,15 @@ from flue_tui.screens.save import SaveModal
 
 
 async def _save_as(pilot, app, name: str) -> None:  # type: ignore[no-untyped-def]
-    await pilot.pause(0.3)
+    await settle(pilot)
     await pilot.press("escape")  # leave the launch form
-    await pilot.pause(0.2)
+    await settle(pilot)
     assert app.apply_edit(lambda d: d.allow_syscall("ptrace"))
     await pilot.press("ctrl+s")
-    await pilot.pause(0.3)
+    await settle(pilot)
     target = app.screen.query_one("#save-target", Input)
     target.value = name
-    await pilot.pause(0.2)
+    await settle(pilot)
 
 
 async def test_saving_as_another_builtin_name_asks_first(isolated_xdg: Path) -> None:
@@ -38,17 +39,17 @@ async def test_saving_as_another_builtin_name_asks_first(isolated_xdg: Path) -> 
         warning = str(app.screen.query_one("#save-warning", Static).content)
         assert "built-in strict" in warning and "flue run -p strict" in warning, warning
         await pilot.press("enter")
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert isinstance(app.screen, ConfirmModal), "strict.toml was written without a question"
         assert "takes the place of the built-in strict" in app.screen.question
         assert not written.exists()
         await pilot.press("n")  # no: back in the dialog, nothing written
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert isinstance(app.screen, SaveModal) and not written.exists()
         await pilot.press("enter")
-        await pilot.pause(0.2)
+        await settle(pilot)
         await pilot.press("y")
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert written.exists() and "ptrace" in written.read_text()
 
 
@@ -59,6 +60,6 @@ async def test_saving_under_a_new_name_does_not_ask(isolated_xdg: Path) -> None:
         await _save_as(pilot, app, "mine")
         assert not str(app.screen.query_one("#save-warning", Static).content)
         await pilot.press("enter")
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert not isinstance(app.screen, ConfirmModal)
         assert written.exists()

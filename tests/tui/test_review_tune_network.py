@@ -10,6 +10,8 @@ the draft's own mode.)
 
 from __future__ import annotations
 
+from waits import settle
+
 from flue_tui.app import make_app
 from flue_tui.screens.tune import TuneScreen
 
@@ -17,11 +19,11 @@ from flue_tui.screens.tune import TuneScreen
 async def test_reopening_tune_keeps_network_loopback() -> None:
     app = make_app(None, remember=False, blink=False)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause(0.3)
+        await settle(pilot)
         await pilot.press("escape")  # leave the launch form
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert app.apply_edit(lambda d: d.set_network("loopback"))
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert app.draft.resolve().network.mode == "loopback"
         app.action_tune()
         await pilot.pause(0.5)
@@ -34,13 +36,13 @@ async def test_the_changed_line_keeps_no_comment_that_now_lies() -> None:
     that beside loopback once Tune has changed it."""
     app = make_app(None, remember=False, blink=False)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause(0.3)
+        await settle(pilot)
         await pilot.press("escape")
-        await pilot.pause(0.2)
+        await settle(pilot)
         app.action_tune()
         await pilot.pause(0.5)
         assert app.apply_edit(lambda d: d.set_network("loopback"))
-        await pilot.pause(0.3)
+        await settle(pilot)
         line = next(ln for ln in app.draft.text().splitlines() if ln.startswith("mode ="))
         assert "not even loopback" not in line and "changed in flue-tui" in line, line
         diff = str(app.screen.query_one("#tune-diff").content)

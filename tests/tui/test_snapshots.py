@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import AGENT_PROFILE, DEMO, DEMO_PTRACE, RECORDINGS, ROOT
+from waits import settle
 
 from flue_tui.app import make_app
 
@@ -34,23 +35,6 @@ def net_app():  # type: ignore[no-untyped-def]
     argv = ["python3", "tests/tui/programs/net_agent.py", *recorded[2:]]
     return make_app(argv, profile=PROFILE, cwd="/home/user/project", replay=[NET],
                     remember=False, blink=False)
-
-
-async def settle(pilot: Any) -> None:
-    """Every message handled, every animation done, and no panel repaint pending (the app
-    repaints its panels at most every PANEL_INTERVAL: a change within that time is painted
-    by a timer): waited for, never slept."""
-    import asyncio
-
-    app = pilot.app
-    await pilot.pause()
-    await pilot.wait_for_scheduled_animations()
-    deadline = asyncio.get_running_loop().time() + 10
-    while getattr(app, "_paint_timer", None) is not None or getattr(app, "_unpainted", None):
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("the panels' repaint never came")
-        await pilot.pause(0.02)
-    await pilot.pause()
 
 
 def select_denial(pilot: Any, key: str) -> None:
