@@ -444,6 +444,8 @@ def test_review_sigkill_right_after_the_cgroup_appears_leaves_no_cgroup(flue):
                 os.rmdir(d)
             except OSError:
                 pass
+        if leaked:  # shown once is enough; a clean try is tried again, up to three times
+            break
     assert not leaked, f"SIGKILL during set-up left cgroups behind: {leaked}"
 
 
