@@ -296,11 +296,17 @@ class EngineHost:
             except (ValueError, OSError):
                 pass
         self.sock.close()
+        try:
+            status = self.proc.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            status = None
+        how = ("" if status is None else f" (killed by signal {-status})" if status < 0
+               else f" (exit status {status})")
         runs, self._runs = self._runs, {}
         for h in runs.values():
             if h.future is not None and not h.future.done():
                 h.future.set_exception(LaunchError(
-                    why, detail="the sandbox it supervised was killed with it",
+                    why + how, detail="the sandbox it supervised was killed with it",
                     fix="rerun; flue-tui starts a new engine host"))
 
     async def run(self, run: int, request: dict[str, Any], handlers: RunHandlers) -> Any:
@@ -443,6 +449,7 @@ class _Host:
         self.asks: dict[tuple[int, int], Any] = {}
         self.tasks: set[Any] = set()
         self.eof = asyncio.Event()
+        self.active = asyncio.Event()  # some run has a collector
 
     # --- writing ------------------------------------------------------------------------
 
@@ -483,6 +490,9 @@ class _Host:
         import asyncio
 
         while True:
+            if not self.collectors:  # nothing runs: no wake-ups
+                self.active.clear()
+                await self.active.wait()
             await asyncio.sleep(INTERVAL)
             for run in list(self.collectors):
                 self.flush(run)
@@ -544,6 +554,7 @@ class _Host:
         sb.subscribe(c.add)
         self.collectors[run] = c
         self.sandboxes[run] = sb
+        self.active.set()
         return sb
 
     async def run(self, run: int, sb: Any) -> None:

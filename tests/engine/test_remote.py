@@ -1,6 +1,7 @@
 """The engine host (engine/remote.py): sandboxes supervised in a helper process of flue's own,
 as flue-tui runs them. A run's Result comes back whole, nothing a sandbox prints can forge a
-frame, and a SIGKILL of the caller takes the host and its sandboxes down with nothing left."""
+frame, a host killed under a run fails that run, and a SIGKILL of the caller takes the host
+and its sandboxes down with nothing left."""
 
 from __future__ import annotations
 
@@ -49,7 +50,21 @@ async def main():
     t = await h.run(2, {"argv": ["sleep", "100"], "name": f"flue-{os.getpid()}-timeout",
                         "profile": load_profile("default", overrides={"limits": {"timeout": 1}})},
                     RunHandlers(events.extend))
-    print(json.dumps({"host": h.pid, "result": r.to_dict(), "out": out,
+    # a host that dies under a run: the run fails with why, and a new host serves the next
+    lost = EngineHost()
+    started = asyncio.get_running_loop().create_future()
+    doomed = asyncio.ensure_future(lost.run(9, {
+        "argv": ["sh", "-c", "echo up; sleep 1000 # " + marker], "profile": load_profile("default"),
+        "name": f"flue-{os.getpid()}-lost"},
+        RunHandlers(lambda b: started.done() or started.set_result(None))))
+    await started
+    os.kill(lost.pid, 9)
+    try:
+        await doomed
+        died = "no error"
+    except Exception as err:
+        died = f"{type(err).__name__}: {err}"
+    print(json.dumps({"host": h.pid, "result": r.to_dict(), "out": out, "died": died,
                       "kinds": [e.kind for e in events], "timeout": t.to_dict()}), flush=True)
     seen = asyncio.get_running_loop().create_future()
 
@@ -87,6 +102,7 @@ def test_engine_host_result_hostile_output_and_sigkill(flue, marker: str) -> Non
     t = first["timeout"]
     assert t["timed_out"] and t["signal"] == signal.SIGKILL and t["exit_code"] == 137, t
     assert "timed out" in t["message"], t
+    assert first["died"] == "LaunchError: the engine host exited (killed by signal 9)", first
 
     # a sandbox still running when the caller is SIGKILLed: nothing of it stays
     h.read_until("ready", timeout=60)
