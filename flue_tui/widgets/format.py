@@ -34,3 +34,17 @@ def cpus(c: float | None) -> str:
     if c is None:
         return "none"
     return f"{c:g} CPU" + ("s" if c != 1 else "")
+
+
+def count(n: int) -> str:
+    """A count in at most five characters (the denial table's column): exact below 100 000,
+    then 360k, 3.6M, 360M, 3.6G -- a flood's total must not lose its last digits."""
+    if n < 100_000:
+        return str(n)
+    for unit, scale in (("k", 1e3), ("M", 1e6), ("G", 1e9), ("T", 1e12)):
+        v = n / scale
+        if unit != "k" and round(v, 1) < 10:
+            return f"{v:.1f}{unit}"
+        if round(v) < 1000:
+            return f"{round(v)}{unit}"
+    return f"{round(n / 1e12)}T"

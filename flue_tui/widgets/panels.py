@@ -205,7 +205,7 @@ class DenialsPanel(Panel):
         name = r.name + (f" {r.family}" if r.family else "")
         advice = advise(r)
         if advice is not None and advice.kind == "expected":  # libc's fallback: all dim
-            return (cell(name, "dim"), Text(str(r.count), justify="right", style="dim"),
+            return (cell(name, "dim"), Text(fmt.count(r.count), justify="right", style="dim"),
                     cell(r.errno_name or str(r.errno), "dim"), cell(advice.tag, "dim italic"),
                     cell(r.pid, "dim"), cell(r.comm, "dim", limit=24),
                     cell(format_args(r.decoded, r.args), "dim", limit=120))
@@ -213,7 +213,7 @@ class DenialsPanel(Panel):
         if advice is not None and advice.kind == "capability":  # refused by the kernel anyway
             group = cell(advice.tag, "yellow")
         return (cell(name, "bold"),
-                Text(str(r.count), justify="right", style="yellow" if r.count > 1 else ""),
+                Text(fmt.count(r.count), justify="right", style="yellow" if r.count > 1 else ""),
                 cell(r.errno_name or str(r.errno), "red"), group,
                 cell(r.pid), cell(r.comm, limit=24),
                 cell(format_args(r.decoded, r.args), limit=120))
