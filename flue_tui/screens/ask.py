@@ -20,6 +20,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
@@ -113,6 +114,8 @@ class AskModal(ModalScreen[None]):
         """Show the queue's head (the app calls this when the queue changes); close when it
         is empty. Under another screen (a save or quit dialog opened over the question) it
         closes when it is on top again: dismissing pops whatever screen is on top."""
+        if not self._composed():
+            return  # pushed, not composed yet (a second question came at once): on_mount shows it
         p = self.current
         if p is None:
             self._shown = None
@@ -130,13 +133,21 @@ class AskModal(ModalScreen[None]):
         self.query_one("#ask-title", Label).update(title)
         self._countdown()
 
+    def _composed(self) -> bool:
+        try:
+            self.query_one("#ask-title", Label)
+            self.query_one("#ask-body", Static)
+        except NoMatches:
+            return False
+        return True
+
     def on_screen_resume(self) -> None:
         if self.current is None:  # answered (or ended) while a dialog covered it
             self.dismiss(None)
 
     def _countdown(self) -> None:
         p = self._shown
-        if p is None:
+        if p is None or not self._composed():
             return
         deadline = self.app.ask_deadline(p)  # type: ignore[attr-defined]
         remaining = deadline - self.app.clock() if deadline is not None else None  # type: ignore[attr-defined]

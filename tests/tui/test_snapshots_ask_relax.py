@@ -39,3 +39,19 @@ def test_ask_modal(snap_compare: Any, size: tuple[int, int]) -> None:
         app.post_message(_prompt(app, 2, "keyctl", "keyctl", {}))
 
     assert snap_compare(app_for(), terminal_size=size, run_before=steps(ask))
+
+
+async def test_a_second_question_before_the_modal_is_composed_waits_its_turn() -> None:
+    """Two questions in one tick: the modal is on the stack but not composed when the second
+    comes; refreshing it then raised NoMatches and took the app down."""
+    from flue_tui.screens.ask import AskModal
+
+    app = app_for()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        app._ask(_prompt(app, 1, "socket AF_PACKET", "socket", {"family": "AF_PACKET"}))
+        app._ask(_prompt(app, 2, "keyctl", "keyctl", {}))
+        await pilot.pause()
+        assert isinstance(app.screen, AskModal)
+        title = str(app.screen.query_one("#ask-title").render())
+        assert "socket AF_PACKET" in title and "1 more waiting" in title, title
