@@ -82,6 +82,7 @@ async def test_ask_question_survives_a_cancelled_rerun(monkeypatch: pytest.Monke
                        "the kcmp question")
         app.action_rerun()  # the palette's "Run: Re-run" over the question
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "kill and re-run?")
+        await settle(pilot)
         await pilot.press("n")  # not now: the question is still there to answer
         await wait_for(pilot, lambda: isinstance(app.screen, AskModal), "the question again")
         assert app.asks and app.asks[0].key == "kcmp"
@@ -215,6 +216,7 @@ async def test_learned_profile_saved_over_an_earlier_one_and_elsewhere(
         other = tmp_path / "agent.toml"
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: isinstance(app.screen, SaveModal), "the save dialog")
+        await settle(pilot)
         app.screen.query_one("#save-target").value = str(other)
         await settle(pilot)
         await pilot.press("enter")
@@ -271,12 +273,14 @@ async def test_learn_again_asks_before_it_drops_the_edits_of_the_accepted_draft(
         await settle(pilot)
         await pilot.press("l")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "the question")
+        await settle(pilot)
         assert "are lost" in str(app.screen.query_one(".dialog-body").render())
         await pilot.press("n")
         await settle(pilot)
         assert len(app.runs) == runs and "pypi.org" in app.draft.text()  # kept
         await pilot.press("l")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "the question")
+        await settle(pilot)
         await pilot.press("y")
         await wait_for(pilot, lambda: len(session.runs) == 3 and isinstance(
             app.screen, LearnScreen), "the third learn run")
@@ -290,7 +294,9 @@ async def test_launch_form_ask_timeout() -> None:
 
     app = make_app(None, replay=[RECORDINGS / "fail.jsonl"], remember=False, blink=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, LaunchScreen), "the form")
+        await wait_for(pilot, lambda: isinstance(app.screen, LaunchScreen)
+                       and bool(app.screen.query("#launch-ask-timeout")), "the form")
+        await settle(pilot)
         form = app.screen
         form.query_one("#launch-cmd").value = "python3 -c pass"
         form.query_one("#launch-ask").value = True
@@ -362,6 +368,7 @@ async def test_quit_asks_when_the_learned_profile_is_not_saved() -> None:
         await _learned(pilot)
         await pilot.press("q")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "the question")
+        await settle(pilot)
         assert "learned profile is not saved" in str(
             app.screen.query_one(".dialog-body").render())
         await pilot.press("n")
