@@ -25,9 +25,8 @@ from typing import Any
 import pytest
 from conftest import RECORDINGS, ROOT
 from rich.text import Text
-from test_ask_tune_real import wait_for
 from test_real_sandbox import wait_exit
-from test_snapshots import settle
+from waits import settle, wait_until
 
 from flue_tui.app import make_app
 
@@ -35,6 +34,11 @@ from flue_tui.app import make_app
 @pytest.fixture
 def _chdir(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
+
+
+async def wait_for(pilot: Any, cond: Any, what: str) -> None:
+    """``cond`` true, then the app settled (a dialog just pushed has its widgets)."""
+    await wait_until(pilot, cond, what, timeout=40.0)
 
 
 @pytest.mark.sandbox
