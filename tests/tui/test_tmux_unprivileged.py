@@ -2,8 +2,9 @@
 
 Like ``test_tmux_e2e.py`` but the app itself runs as the test uid, the way a developer runs
 it: the distribution's ``python3`` with a world-readable copy of flue, flue_tui and their
-dependencies (``helpers/runtime.py``), HOME and the XDG directories owned by that uid, the
-demo agent in a world-readable project directory. Limits are either enforced through a
+dependencies (``helpers/runtime.py``), HOME and the XDG directories owned by that uid, an
+agent with the demo's refusals (``programs/quick_agent.py``, a second where the demo takes
+five) in a world-readable project directory. Limits are either enforced through a
 cgroup subtree delegated to the uid (``helpers/cgroups.py``) or, without one, dropped with
 ``--allow-unlimited``, which the status line must say. Without either, the error says how
 to run anyway. The tmux driver (``tmux_driver.py``) is the one ``test_tmux_e2e.py`` uses.
@@ -21,7 +22,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
 from helpers import cgroups as hcg
 from helpers.host import descendants, describe, still_alive
 from helpers.runtime import make_runtime
@@ -30,6 +30,8 @@ from tmux_driver import Tmux, missing
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
 UID = int(os.environ.get("FLUE_TEST_UID", "4242"))
+# the demo's refusals in a second (test_tmux_e2e.py drives the demo itself, as root)
+QUICK_AGENT = Path(__file__).parent / "programs" / "quick_agent.py"
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +53,7 @@ def _owned_dir(path: Path, mode: int = 0o700) -> Path:
 @pytest.fixture
 def user_env(session, tmp_path: Path) -> Iterator[dict[str, Path]]:  # type: ignore[no-untyped-def]
     """A HOME with its XDG dirs owned by the uid, and a world-readable project with the
-    demo agent, below the session's scratch directory (every uid can reach it)."""
+    quick agent, below the session's scratch directory (every uid can reach it)."""
     if (reason := missing()) is not None:
         pytest.skip(reason)
     session.require("user", "user namespaces")
@@ -64,8 +66,8 @@ def user_env(session, tmp_path: Path) -> Iterator[dict[str, Path]]:  # type: ign
     os.chown(home / ".local", UID, UID)
     proj = base / "project"
     (proj / "examples").mkdir(parents=True)
-    shutil.copy(ROOT / "examples" / "demo_agent.py", proj / "examples" / "demo_agent.py")
-    for p in (proj, proj / "examples", proj / "examples" / "demo_agent.py"):
+    shutil.copy(QUICK_AGENT, proj / "examples" / "agent.py")
+    for p in (proj, proj / "examples", proj / "examples" / "agent.py"):
         os.chmod(p, 0o755 if p.is_dir() else 0o644)
     dirs["project"] = proj
     try:
@@ -93,7 +95,7 @@ def _command(session, runtime: Path, dirs: dict[str, Path],  # type: ignore[no-u
     for f in procs:
         argv += ["--procs", f]
     argv += ["--", session.py, "-m", "flue_tui", *flue_tui_args, "--",
-             "python3", "examples/demo_agent.py"]
+             "python3", "examples/agent.py"]
     return (f"cd {shlex.quote(str(dirs['project']))} && env -i "
             + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " "
             + shlex.join(argv))
@@ -104,7 +106,7 @@ def _command(session, runtime: Path, dirs: dict[str, Path],  # type: ignore[no-u
 # delegation (--allow-unlimited) the run, the status line and a re-run (which must keep the
 # flag) are checked; both end with nothing flue-tui started left alive.
 @pytest.mark.parametrize("limits", ["delegated", "allow-unlimited"])
-def test_unprivileged_person_runs_demo_allows_reruns_saves(
+def test_unprivileged_person_runs_an_agent_allows_reruns_saves(
         session, tui_runtime: Path, user_env: dict[str, Path],  # type: ignore[no-untyped-def]
         limits: str) -> None:
     dlg = hcg.delegate(UID, UID) if limits == "delegated" else None
@@ -172,7 +174,7 @@ def _allow_save_rerun(t: Tmux, user_env: dict[str, Path], procs: dict[int, int])
     t.wait_exit(0)
     recent = user_env["state"] / "flue" / "tui-recent.json"
     assert recent.stat().st_uid == UID
-    assert "demo_agent.py" in json.dumps(json.loads(recent.read_text()))
+    assert "agent.py" in json.dumps(json.loads(recent.read_text()))
 
 
 def test_unprivileged_without_delegation_says_how_to_run_anyway(
