@@ -51,7 +51,7 @@ def test_fork_bomb_is_contained_by_pids(flue, marker):
             except OSError:
                 time.sleep(0.01)
     """)
-    r = flue.run(["python3", "-c", bomb], "--pids", "64", "--timeout", "3", timeout=60)
+    r = flue.run(["python3", "-c", bomb], "--pids", "64", "--timeout", "2", timeout=60)
     rep = check_report(r, pids_limit_hit=True, timed_out=True, signal=signal.SIGKILL)
     assert rep["limits"]["pids"] == 64
     assert r.returncode == 128 + signal.SIGKILL, r
