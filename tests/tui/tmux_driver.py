@@ -9,6 +9,7 @@ text it expects on the screen (polling ``capture-pane``, with a generous deadlin
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -89,4 +90,10 @@ class Tmux:
                               check=True).stdout)
 
     def kill(self) -> None:
+        path = self._tmux("display-message", "-p", "#{socket_path}").stdout.strip()
         self._tmux("kill-server")
+        if path.endswith(self.sock):  # the server leaves its socket file behind
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
