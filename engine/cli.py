@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable
 
 EXIT_FLUE = 125
 
@@ -292,12 +293,8 @@ async def _run(a: argparse.Namespace, argv: list[str], profile: Any, binds: Any,
                  watch_files=bool(a.events), live=bool(a.events),
                  observe_paths=a.observe_paths, tty=_tty(a))
     events_file = _open_output(a.events) if a.events else None
-    writer = None
     if events_file is not None:
-        def write(event: Any) -> None:
-            events_file.write(event.to_json() + "\n")
-        writer = write
-        sb.subscribe(writer)
+        sb.subscribe(event_sink(events_file))
     loop = asyncio.get_running_loop()
     forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
                  signal.SIGUSR2, signal.SIGWINCH)
@@ -335,6 +332,32 @@ def _open_output(path: str) -> Any:
         raise LaunchError(f"cannot write {path}: {err.strerror}",
                           fix="check that the directory exists and is writable") from err
     return os.fdopen(fd, "w")
+
+
+def event_sink(f: Any) -> Callable[[Any], None]:
+    """A subscriber writing each event as a JSON line to ``f``, flushed once per turn of the
+    running loop: whoever tails the file sees events as they happen (a flood's burst is one
+    write), not a block at a time."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    pending = False
+
+    def flush() -> None:
+        nonlocal pending
+        pending = False
+        try:
+            f.flush()
+        except (OSError, ValueError):  # closed at the end of the run; a full disk
+            pass
+
+    def write(event: Any) -> None:
+        nonlocal pending
+        f.write(event.to_json() + "\n")
+        if not pending:
+            pending = True
+            loop.call_soon(flush)
+    return write
 
 
 def _write_atomically(path: str, text: str) -> None:

@@ -159,10 +159,10 @@ async def _learn_run(a: argparse.Namespace, argv: list[str], base: Any, binds: A
                  sample_interval=0.1, live=True)
     events_file = None
     if a.events:
-        from engine.cli import _open_output
+        from engine.cli import _open_output, event_sink
 
         events_file = _open_output(a.events)
-        sb.subscribe(lambda e: events_file.write(e.to_json() + "\n"))
+        sb.subscribe(event_sink(events_file))
     loop = asyncio.get_running_loop()
     forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
     for sig in forwarded:

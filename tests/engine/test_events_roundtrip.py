@@ -72,6 +72,31 @@ def test_every_line_of_a_real_events_file_round_trips(flue):
 
 
 @pytest.mark.sandbox
+def test_the_events_file_is_written_as_the_run_goes(flue):
+    """Whoever tails --events sees the run while it runs (the file was block-buffered: the
+    lines came only at the end, or 8 KiB at a time)."""
+    import time
+
+    path = ob.events_path(flue)
+    # samples rare, so a buffer would not fill up and be written by itself within the wait
+    h = flue.start(["sh", "-c", "echo started; exec sleep 60"], "--events", str(path),
+                   "--sample-interval", "30")
+    try:
+        h.read_until("started")
+        deadline = time.monotonic() + 30
+        kinds: list[str] = []
+        while time.monotonic() < deadline and "process_started" not in kinds:
+            text = path.read_text() if path.exists() else ""
+            kinds = [json.loads(line)["kind"] for line in text.splitlines() if line.strip()]
+            time.sleep(0.05)
+        assert h.proc.poll() is None, "the run ended: this proves nothing"
+        assert kinds[:1] == ["started"] and "process_started" in kinds, kinds
+    finally:
+        h.kill_all()
+        h.proc.wait(timeout=30)
+
+
+@pytest.mark.sandbox
 def test_the_engine_s_own_records_round_trip():
     """The records as emitted, not as read back: a tuple kept inside a dict, a list where a
     tuple is declared, would survive a file but not this."""
