@@ -444,6 +444,16 @@ def flue(request: pytest.FixtureRequest, session: Session) -> Iterator[Flue]:
 
 
 @pytest.fixture
+def flue_root(session: Session) -> Iterator[Flue]:
+    """The flue CLI as root only (for what only root can ask for, e.g. --host-uid)."""
+    f = Flue("root", session)
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+@pytest.fixture
 def flue_user(session: Session) -> Iterator[Flue]:
     """The flue CLI as the unprivileged uid only (for what only concerns that case)."""
     f = Flue("user", session)

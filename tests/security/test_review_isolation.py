@@ -101,13 +101,12 @@ def test_review_events_file_is_not_written_through_a_planted_symlink(flue):
 # --------------------------------------------------------------------------- the uid map
 
 
-def test_review_host_uid_zero_makes_host_sysctls_writable(flue):
+def test_review_host_uid_zero_makes_host_sysctls_writable(flue_root):
     """As root, ``--host-uid 0`` (the README's own hint for a root-owned workspace) maps the
     sandbox's user to host root: the kernel then lets it write global sysctls such as
     kernel.core_pattern (a pipe there runs a program as host root). Only access(2) is checked
     here: nothing on the host is changed."""
-    if flue.mode != "root":
-        pytest.skip("--host-uid is for root")
+    flue = flue_root  # only root can ask for this
     probe = textwrap.dedent("""
         import os
         for p in ("/proc/sys/kernel/core_pattern", "/proc/sys/kernel/modprobe"):
@@ -122,9 +121,8 @@ def test_review_host_uid_zero_makes_host_sysctls_writable(flue):
 
 
 
-def test_review_host_uid_out_of_range_is_refused_not_wrapped_to_root(flue):
-    if flue.mode != "root":
-        pytest.skip("--host-uid is for root")
+def test_review_host_uid_out_of_range_is_refused_not_wrapped_to_root(flue_root):
+    flue = flue_root  # only root can ask for this
     r = flue.run(["cat", "/proc/self/uid_map"], "--host-uid", str(1 << 32))
     if r.returncode == 125:
         return  # refused: fine
@@ -422,9 +420,8 @@ def test_review_supervisor_memory_stays_bounded_under_a_denial_flood_with_events
 @pytest.mark.xfail(strict=True, reason=(
     "the supervisor creates the sandbox's cgroups before the keeper exists: a SIGKILL of "
     "flue run in that window leaves them behind, empty, in every hierarchy"))
-def test_review_sigkill_right_after_the_cgroup_appears_leaves_no_cgroup(flue):
-    if flue.mode != "root":
-        pytest.skip("root's groups are named after flue run's pid (flue-PID-N)")
+def test_review_sigkill_right_after_the_cgroup_appears_leaves_no_cgroup(flue_root):
+    flue = flue_root  # root's groups are named after flue run's pid (flue-PID-N)
     parents = flue.s.root_parents()
     if not parents:
         pytest.skip("no cgroup hierarchy here")
