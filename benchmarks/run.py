@@ -1089,6 +1089,8 @@ class TmuxControl:
                        command)
         if p.returncode != 0:
             raise BenchError(f"tmux new-session failed: {p.stderr.strip()}")
+        # asked now: once the app quits the server is gone (and its socket file stays)
+        self.socket_path = self._tmux("display-message", "-p", "#{socket_path}").stdout.strip()
         try:
             self._attach()
         except BaseException:
@@ -1182,6 +1184,7 @@ class TmuxControl:
                          f"{text}")
 
     def close(self) -> None:
+        path = self.socket_path
         if self.client is not None:
             with contextlib.suppress(OSError, ValueError):
                 assert self.client.stdin is not None
@@ -1193,6 +1196,9 @@ class TmuxControl:
                 self.client.wait()
             self.client = None
         self._tmux("kill-server")
+        if path.endswith(self.sock):  # the server leaves its socket file behind
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 @dataclass(frozen=True)
