@@ -2,7 +2,9 @@
 
 Three processes make a sandbox:
 
-- **A, the keeper** (forked by the spawner): joins the cgroup, unshares the user, PID, network,
+- **A, the keeper** (forked by the spawner, before the sandbox's cgroups exist: the
+  supervisor makes them once A does and sends their paths, so that whenever the supervisor
+  is killed someone is there to remove them): joins the cgroup, unshares the user, PID, network,
   IPC, UTS and cgroup namespaces, gets its id maps, forks B, then waits. It stays on the
   host's mount namespace so it can remove the cgroup when the supervisor cannot: if the
   supervisor vanishes (its control socket reaches EOF, even after a SIGKILL) it kills B, steps
@@ -129,6 +131,8 @@ def _keeper(plan: LaunchPlan, ctrl: int, stdio: tuple[int, int, int],
         os.setsid()
     except OSError as err:
         raise _Stage("fds", err) from err
+    if plan.cgroup_wait:
+        plan = _await_cgroups(plan, ctrl)
     # where we come from in each hierarchy, opened now (before joining and unsharing: on v2
     # the write is checked against the opener's cgroup namespace and credentials), so that at
     # the end we can step out of the sandbox's group and remove it
@@ -266,6 +270,33 @@ def _start_remover(dirs: tuple[str, ...]) -> int:
             os._exit(0)
     os.close(r)
     return w
+
+
+def _await_cgroups(plan: LaunchPlan, ctrl: int) -> LaunchPlan:
+    """The supervisor makes the sandbox's groups once this process exists; wait for what it
+    made. If it dies (EOF) or gives up first, remove whatever of the candidates it got to
+    make, and end: nothing is left behind whenever the supervisor is killed."""
+    while True:
+        try:
+            msg = os.read(ctrl, 65536)
+            break
+        except InterruptedError:
+            continue
+        except OSError:
+            msg = b""
+            break
+    try:
+        got = json.loads(msg) if msg.startswith(b"{") else None
+    except ValueError:
+        got = None
+    if not isinstance(got, dict) or got.get("t") != "cgroup":
+        _cleanup_cgroups(plan.cgroup_candidates)
+        os._exit(0 if msg in (b"", b"abort") else 125)
+    # this process's own copy of the (frozen) plan, filled in place: dataclasses.replace
+    # would import dataclasses on every sandbox's start
+    object.__setattr__(plan, "cgroup_procs", tuple(str(p) for p in got.get("procs", ())))
+    object.__setattr__(plan, "cgroup_dirs", tuple(str(d) for d in got.get("dirs", ())))
+    return plan
 
 
 def _leave_cgroups(origin: list[int]) -> None:

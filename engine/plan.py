@@ -61,6 +61,11 @@ class LaunchPlan:
     seccomp_notify: bool
     cgroup_procs: tuple[str, ...] = ()  # cgroup.procs files to join before unsharing
     cgroup_dirs: tuple[str, ...] = ()  # directories A removes on cleanup
+    # the supervisor makes the groups only once A exists (so that a SIGKILL of the supervisor
+    # at any moment leaves someone to remove them): A waits for their procs files and dirs on
+    # ctrl, and removes these candidates if the supervisor dies first
+    cgroup_wait: bool = False
+    cgroup_candidates: tuple[str, ...] = ()
     pass_fds: tuple[int, ...] = ()  # fds (numbers in the sandbox) passed on purpose
     ns_flags: int = 0
     # allowlist mode: the ports PID 1 listens on (0.0.0.0:PORT) for captured connections

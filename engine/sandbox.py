@@ -196,6 +196,8 @@ class Sandbox:
         self._listener: int | None = None
         self._filter: CompiledFilter | None = None
         self._cgroup: Any = None
+        self._cg_make: Any = None  # (backend, limits, support): what _make_cgroup makes
+        self._cg_candidates: tuple[str, ...] = ()  # the dirs it may make (for the keeper)
         self._cgroup_mode = "none"
         self._queue: Any = None  # an asyncio.Queue, made by start() (the async path only)
         self._loop: Any = None  # the asyncio loop, or a MiniLoop on the blocking path
@@ -280,7 +282,6 @@ class Sandbox:
 
     def _setup_cgroup(self) -> None:
         from engine import cgroups
-        from engine.errors import LimitUnavailable
 
         limits = self._limits()
         probe = cgroups.probe()
@@ -288,10 +289,24 @@ class Sandbox:
         backend = cgroups.backend_from(probe)
         if backend is not None:
             # groups left by supervisors that were killed before their keeper existed
+            # (older flue: now the keeper exists before the groups do)
             try:
                 cgroups.sweep_stale(backend)
             except (OSError, EngineError):
                 pass
+        self._cg_make = (backend, limits, support)
+        if backend is None:
+            self._cg_candidates = ()
+            self._make_cgroup()  # nothing to make: decide now whether to run without one
+        else:
+            # made once the keeper exists (spawn's after_fork): it removes them if we die
+            self._cg_candidates = backend.planned_dirs(self.id)
+
+    def _make_cgroup(self) -> None:
+        from engine import cgroups
+        from engine.errors import LimitUnavailable
+
+        backend, limits, support = self._cg_make
         try:
             self._cgroup = cgroups.create_optional(backend, self.id, limits, support=support)
         except LimitUnavailable as err:
@@ -396,6 +411,8 @@ class Sandbox:
             seccomp_notify=notify,
             cgroup_procs=tuple(cg.procs_files) if cg else (),
             cgroup_dirs=tuple(cg.paths) if cg else (),
+            cgroup_wait=bool(self._cg_candidates),
+            cgroup_candidates=self._cg_candidates,
             pass_fds=self.pass_fds,
             ns_flags=NS_FLAGS,
             net_capture_ports=capture,
@@ -496,7 +513,28 @@ class Sandbox:
             spawner = self._spawner or _default_spawner()
             self._spawner = spawner
             pass_map = tuple((fd, fd) for fd in self.pass_fds)
-            self._keeper_pid = spawner.spawn(plan, ctrl_child.fileno(), stdio, pass_map)
+
+            def make_cgroups(_pid: int) -> None:
+                """The keeper exists (and waits): make the groups, tell it what they are."""
+                if not plan.cgroup_wait:
+                    return
+                try:
+                    self._make_cgroup()
+                except BaseException:
+                    try:
+                        ctrl_parent.send(b"abort")  # it removes what was made, and ends
+                    except OSError:
+                        pass
+                    raise
+                cg = self._cgroup
+                import json
+
+                ctrl_parent.send(json.dumps({
+                    "t": "cgroup", "procs": list(cg.procs_files) if cg else [],
+                    "dirs": list(cg.paths) if cg else []}).encode())
+
+            self._keeper_pid = spawner.spawn(plan, ctrl_child.fileno(), stdio, pass_map,
+                                             make_cgroups)
         except BaseException:
             ctrl_parent.close()
             for fd in list(self._out_fds):

@@ -20,6 +20,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from typing import Protocol
 
 from engine.errors import LaunchError
@@ -27,7 +28,12 @@ from engine.plan import LaunchPlan
 
 
 def fork_keeper(plan: LaunchPlan, ctrl_fd: int, stdio: tuple[int, int, int],
-                pass_map: tuple[tuple[int, int], ...]) -> int:
+                pass_map: tuple[tuple[int, int], ...],
+                after_fork: Callable[[int], None] | None = None) -> int:
+    """Fork the keeper. ``after_fork(pid)`` runs once it exists and before its id maps are
+    written (the supervisor makes the sandbox's cgroups there: the keeper waits for them
+    before it joins and unshares, and removes them if the supervisor dies); if it raises,
+    the keeper (told to give up by the caller) is reaped and the error goes on."""
     from engine import launch
 
     sync_child: tuple[int, int] | None = None
@@ -46,6 +52,15 @@ def fork_keeper(plan: LaunchPlan, ctrl_fd: int, stdio: tuple[int, int, int],
     if sync_child:
         os.close(sync_child[0])
         os.close(sync_child[1])
+    if after_fork is not None:
+        try:
+            after_fork(pid)
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            _reap_child(pid)
+            raise
+    if sync_child:
         a2p_r, p2a_w = fds
         try:
             if os.read(a2p_r, 1) == b"u":
@@ -60,6 +75,13 @@ def fork_keeper(plan: LaunchPlan, ctrl_fd: int, stdio: tuple[int, int, int],
     return pid
 
 
+def _reap_child(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
 def single_threaded() -> bool:
     try:
         return len(os.listdir("/proc/self/task")) == 1
@@ -71,7 +93,8 @@ def single_threaded() -> bool:
 
 class Spawner(Protocol):
     def spawn(self, plan: LaunchPlan, ctrl_fd: int, stdio: tuple[int, int, int],
-              pass_map: tuple[tuple[int, int], ...]) -> int: ...
+              pass_map: tuple[tuple[int, int], ...],
+              after_fork: Callable[[int], None] | None = None) -> int: ...
 
     def reap(self, pid: int) -> None: ...
 
@@ -80,11 +103,12 @@ class InlineSpawner:
     """Fork from this process. Only valid while it has a single thread."""
 
     def spawn(self, plan: LaunchPlan, ctrl_fd: int, stdio: tuple[int, int, int],
-              pass_map: tuple[tuple[int, int], ...]) -> int:
+              pass_map: tuple[tuple[int, int], ...],
+              after_fork: Callable[[int], None] | None = None) -> int:
         if not single_threaded():
             raise LaunchError("internal: inline spawn from a multi-threaded process",
                               fix="use the fork server (engine.spawner.ForkServer)")
-        return fork_keeper(plan, ctrl_fd, stdio, pass_map)
+        return fork_keeper(plan, ctrl_fd, stdio, pass_map, after_fork)
 
     def reap(self, pid: int) -> None:
         try:
@@ -127,7 +151,8 @@ class ForkServer:
         self._sock = parent
 
     def spawn(self, plan: LaunchPlan, ctrl_fd: int, stdio: tuple[int, int, int],
-              pass_map: tuple[tuple[int, int], ...]) -> int:
+              pass_map: tuple[tuple[int, int], ...],
+              after_fork: Callable[[int], None] | None = None) -> int:
         import pickle
 
         fds = [ctrl_fd, *stdio, *(src for src, _ in pass_map)]
@@ -150,7 +175,10 @@ class ForkServer:
         res = pickle.loads(reply)
         if "error" in res:
             raise LaunchError(f"fork server: {res['error']}")
-        return int(res["pid"])
+        pid = int(res["pid"])
+        if after_fork is not None:  # the server replied before writing the id maps
+            after_fork(pid)  # (if this raises, the keeper gives up; the server reaps it)
+        return pid
 
     def reap(self, pid: int) -> None:
         pass  # the fork server reaps its own children
@@ -197,10 +225,19 @@ def _serve(fd: int, pdeathsig: bool = True) -> None:  # pragma: no cover - the s
             continue
         if not msg:
             return
+        replied = False
         try:
             plan, dsts = pickle.loads(msg)
             ctrl, stdio, srcs = fds[0], (fds[1], fds[2], fds[3]), fds[4:]
-            pid = fork_keeper(plan, ctrl, stdio, tuple(zip(srcs, dsts)))
+
+            def reply_now(pid: int) -> None:
+                # before the id maps: a keeper that waits for its cgroups only asks for
+                # them once the caller, told the pid, has made the groups
+                nonlocal replied
+                sock.send(pickle.dumps({"pid": pid}))
+                replied = True
+
+            pid = fork_keeper(plan, ctrl, stdio, tuple(zip(srcs, dsts)), reply_now)
             reply: dict[str, object] = {"pid": pid}
         except Exception as err:  # noqa: BLE001
             reply = {"error": str(err)}
@@ -210,7 +247,8 @@ def _serve(fd: int, pdeathsig: bool = True) -> None:  # pragma: no cover - the s
                     os.close(f)
                 except OSError:
                     pass
-        sock.send(pickle.dumps(reply))
+        if not replied:
+            sock.send(pickle.dumps(reply))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -79,6 +79,9 @@ class CgroupBackend(Protocol):
     mode: str  # "v1" or "v2"
     support: CgroupSupport
 
+    def planned_dirs(self, name: str) -> tuple[str, ...]:
+        """The directories ``create(name, ...)`` may make (a superset), none made yet."""
+
     def create(self, name: str, limits: Limits) -> SandboxCgroup:
         """Create the group and apply ``limits``. Raises ``LimitUnavailable`` (with a fix)
         when a requested limit cannot be enforced here."""

@@ -189,6 +189,10 @@ class V1Backend:
         fix = st.fix if st is not None and st.fix else "run flue as root"
         return unavailable_error([controller], limits, reason, fix)
 
+    def planned_dirs(self, name: str) -> tuple[str, ...]:
+        check_name(name)
+        return tuple(os.path.join(parent, name) for parent in self.paths)
+
     def create(self, name: str, limits: Limits) -> V1SandboxCgroup:
         check_name(name)
         check_limits(limits)

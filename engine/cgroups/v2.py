@@ -339,6 +339,10 @@ class V2Backend:
         self._enabled = frozenset(c for c in want if c in have)
         return self._enabled
 
+    def planned_dirs(self, name: str) -> tuple[str, ...]:
+        check_name(name)
+        return (os.path.join(self.base, name),)
+
     def create(self, name: str, limits: Limits) -> V2SandboxCgroup:
         check_name(name)
         check_limits(limits)

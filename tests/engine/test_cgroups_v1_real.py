@@ -90,6 +90,16 @@ def groups(backend: V1Backend) -> Iterator[Groups]:
         assert not any(os.path.exists(p) for p in cg.paths)
 
 
+def test_the_planned_dirs_cover_what_create_makes(groups: Groups) -> None:
+    """The keeper exists before the groups and removes ``planned_dirs`` if the supervisor
+    dies mid-way: they must include every directory ``create`` makes."""
+    name = f"flue-{os.getpid()}-plan"
+    planned = groups.backend.planned_dirs(name)
+    assert planned and not any(os.path.exists(d) for d in planned)
+    cg = groups.create("plan", Limits(memory=64 << 20, pids=16))
+    assert cg.paths and set(cg.paths) <= set(planned)
+
+
 def test_limits_written(groups: Groups) -> None:
     cg = groups.create("lim", Limits(memory=64 << 20, cpus=0.5, pids=16))
     d = dict(cg.dirs)

@@ -149,8 +149,11 @@ def test_detect_partial_delegation(tmp_path: Path) -> None:
 def test_create_moves_supervisor_to_leaf_and_applies_limits(tmp_path: Path) -> None:
     fs = systemd_user_scope(str(tmp_path / "cg"))
     b = _backend(fs)
+    planned = b.planned_dirs("flue-4242-1")  # what the keeper removes if we die mid-way
+    assert not any(os.path.exists(d) for d in planned)
     cg = b.create("flue-4242-1", LIMITS)
     try:
+        assert set(cg.paths) <= set(planned)
         assert fs.procs(USER_SCOPE) == []
         assert fs.procs(USER_SCOPE + "/flue-supervisor") == [PID]
         assert fs.get(USER_SCOPE, "cgroup.subtree_control").split() == ["cpu", "memory", "pids"]

@@ -417,10 +417,10 @@ def test_review_supervisor_memory_stays_bounded_under_a_denial_flood_with_events
 # --------------------------------------------------------------------------- lifecycle
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the supervisor creates the sandbox's cgroups before the keeper exists: a SIGKILL of "
-    "flue run in that window leaves them behind, empty, in every hierarchy"))
 def test_review_sigkill_right_after_the_cgroup_appears_leaves_no_cgroup(flue_root):
+    """Fixed: the supervisor made the sandbox's cgroups before the keeper existed, so a
+    SIGKILL of flue run in that instant left them behind; now the keeper is forked first and
+    waits for them (engine/launch.py _await_cgroups), removing them if the supervisor dies."""
     flue = flue_root  # root's groups are named after flue run's pid (flue-PID-N)
     parents = flue.s.root_parents()
     if not parents:
