@@ -22,7 +22,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.screen import ModalScreen
-from textual.widgets import Button, Label, Static
+from textual.widgets import Button, Footer, Label, Static
 
 from flue_tui.sanitize import plain
 
@@ -99,6 +99,7 @@ class AskModal(ModalScreen[None]):
                 for decision, label, key, variant in CHOICES:
                     yield Button(f"{label} ({key})", id=f"ask-{decision}",
                                  variant=variant)  # type: ignore[arg-type]
+        yield Footer()  # its own keys, not the monitor's (whose a/r mean something else)
 
     def on_mount(self) -> None:
         self.refresh_prompt()
