@@ -97,6 +97,17 @@ class FrameReader:
         return out
 
 
+def recv_some(sock: socket.socket) -> bytes | None:
+    """What a non-blocking socket has now: None when nothing (yet), b"" at EOF or on an
+    error (the peer is gone either way)."""
+    try:
+        return sock.recv(1 << 20)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
+
+
 def error_to_dict(err: BaseException) -> dict[str, Any]:
     d: dict[str, Any] = {"cls": type(err).__name__, "title": str(err)}
     if isinstance(err, EngineError):
@@ -249,12 +260,9 @@ class EngineHost:
             self._loop.add_reader(self.sock.fileno(), self._on_readable)
 
     def _on_readable(self) -> None:
-        try:
-            data = self.sock.recv(1 << 20)
-        except BlockingIOError:
+        data = recv_some(self.sock)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self._gone("the engine host exited")
             return
@@ -500,12 +508,9 @@ class _Host:
     # --- reading ------------------------------------------------------------------------
 
     def on_readable(self) -> None:
-        try:
-            data = self.sock.recv(1 << 20)
-        except BlockingIOError:
+        data = recv_some(self.sock)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self.loop.remove_reader(self.sock.fileno())
             self.eof.set()

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import ROOT
-from tmux_driver import Tmux, missing
+from tmux_driver import Tmux, allow_ptrace_and_save, missing
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
@@ -46,20 +46,7 @@ def test_person_runs_demo_allows_saves_quits(isolated_xdg: Path) -> None:
         # the denials table is repainted a moment after the status line: wait for both
         t.wait_for("exited 0", "done in", "mount", "ptrace", "unshare", "AF_PACKET",
                    timeout=40)
-        # narrow the table to ptrace and allow it
-        t.keys("/")
-        t.wait_for("filter Denials")
-        t.keys("ptrace", literal=True)
-        t.keys("Enter")
-        t.wait_gone("filter Denials")
-        t.wait_for("Allow  r Re-run")
-        t.keys("a")
-        t.wait_for("allow ptrace")
-        # save: a built-in goes to the user's profile dir
-        t.keys("C-s")
-        t.wait_for("Save profile default")
-        t.keys("Enter")
-        t.wait_for("profile saved")
+        allow_ptrace_and_save(t)
         saved = Path(env["XDG_CONFIG_HOME"]) / "flue" / "profiles" / "default.toml"
         assert saved.is_file()
         text = saved.read_text()

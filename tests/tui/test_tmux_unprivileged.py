@@ -25,7 +25,7 @@ import pytest
 from helpers import cgroups as hcg
 from helpers.host import descendants, describe, still_alive
 from helpers.runtime import make_runtime
-from tmux_driver import Tmux, missing
+from tmux_driver import Tmux, allow_ptrace_and_save, missing
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
@@ -145,20 +145,7 @@ def _assert_limits_off(screen: str) -> None:
 
 
 def _allow_save_rerun(t: Tmux, user_env: dict[str, Path], procs: dict[int, int]) -> None:
-    # narrow the table to ptrace and allow it
-    t.keys("/")
-    t.wait_for("filter Denials")
-    t.keys("ptrace", literal=True)
-    t.keys("Enter")
-    t.wait_gone("filter Denials")
-    t.wait_for("Allow  r Re-run")
-    t.keys("a")
-    t.wait_for("allow ptrace")
-    # save: the built-in goes to the user's own profile directory, as the user
-    t.keys("C-s")
-    t.wait_for("Save profile default")
-    t.keys("Enter")
-    t.wait_for("profile saved")
+    allow_ptrace_and_save(t)  # as the user, into the user's own profile directory
     saved = user_env["config"] / "flue" / "profiles" / "default.toml"
     assert saved.is_file(), list(user_env["home"].rglob("*"))
     assert saved.stat().st_uid == UID and saved.parent.stat().st_uid == UID

@@ -97,3 +97,20 @@ class Tmux:
                 os.unlink(path)
             except OSError:
                 pass
+
+
+def allow_ptrace_and_save(t: Tmux) -> None:
+    """As a person would: narrow the denial table to ptrace, allow it, save the built-in
+    profile (it goes to the user's own profile directory) and wait for the toast."""
+    t.keys("/")
+    t.wait_for("filter Denials")
+    t.keys("ptrace", literal=True)
+    t.keys("Enter")
+    t.wait_gone("filter Denials")
+    t.wait_for("Allow  r Re-run")
+    t.keys("a")
+    t.wait_for("allow ptrace")
+    t.keys("C-s")
+    t.wait_for("Save profile default")
+    t.keys("Enter")
+    t.wait_for("profile saved")
