@@ -210,3 +210,57 @@ def test_sweep_removes_dead_supervisors_groups(backend: V1Backend) -> None:
     finally:
         cg.remove()
         mine.remove()
+
+
+def test_the_keeper_joins_every_hierarchy_through_tasks(groups: Groups) -> None:
+    # the keeper's join (engine.launch._join_cgroup: "0" to each group's tasks, the calling
+    # thread alone) puts the whole one-thread process in every hierarchy of the group
+    from engine.launch import _join_cgroup
+
+    cg = groups.create("join", Limits(memory=64 << 20, pids=32))
+    r, w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(r)
+            for procs in cg.procs_files:
+                _join_cgroup(procs)
+            os.write(w, b"in")
+            os.read(go_r, 1)  # stay until the parent looked
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        assert os.read(r, 2) == b"in"
+        for d in cg.paths:
+            assert pid in [int(x) for x in _read(os.path.join(d, "cgroup.procs")).split()], d
+            assert pid in [int(x) for x in _read(os.path.join(d, "tasks")).split()], d
+        assert cg.pids() == [pid]
+    finally:
+        os.write(go_w, b"x")
+        os.waitpid(pid, 0)
+        for fd in (r, go_r, go_w):
+            os.close(fd)
+
+
+def test_the_join_falls_back_to_cgroup_procs(tmp_path: Any) -> None:
+    # no tasks file (cgroup v2) or one we may not write: the pid goes to cgroup.procs
+    from engine.launch import _join_cgroup
+
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cgroup.procs").write_text("")
+    _join_cgroup(str(v2 / "cgroup.procs"))
+    assert (v2 / "cgroup.procs").read_text() == str(os.getpid())
+    v1 = tmp_path / "v1"
+    v1.mkdir()
+    (v1 / "cgroup.procs").write_text("")
+    (v1 / "tasks").mkdir()  # unwritable as a file, even for root
+    _join_cgroup(str(v1 / "cgroup.procs"))
+    assert (v1 / "cgroup.procs").read_text() == str(os.getpid())
+    (v1 / "tasks").rmdir()
+    (v1 / "tasks").write_text("")
+    (v1 / "cgroup.procs").write_text("")
+    _join_cgroup(str(v1 / "cgroup.procs"))
+    assert (v1 / "tasks").read_text() == "0" and (v1 / "cgroup.procs").read_text() == ""
