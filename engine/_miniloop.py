@@ -7,6 +7,7 @@ timer-callbacks with this loop instead: ``add_reader``/``remove_reader``/``add_w
 ``remove_signal_handler``, the subset of asyncio's loop API the sandbox lifecycle, the network
 proxy and the terminal relay use. Signal handlers run from the loop, as asyncio's do (the
 signal only writes its number to a wakeup pipe), never in the middle of another callback.
+It polls with epoll itself (``selectors`` would import ``enum`` and more for the same call).
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ from __future__ import annotations
 import heapq
 import itertools
 import os
-import selectors
-import signal
+import select
 import time
-from collections.abc import Callable
-from typing import Any
+
+from engine._lean import signal
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 
 class TimerHandle:
@@ -36,7 +41,7 @@ class TimerHandle:
 
 class MiniLoop:
     def __init__(self) -> None:
-        self._sel = selectors.DefaultSelector()
+        self._sel = select.epoll()
         self._readers: dict[int, tuple[Callable[..., Any], tuple[Any, ...]]] = {}
         self._writers: dict[int, tuple[Callable[..., Any], tuple[Any, ...]]] = {}
         self._masks: dict[int, int] = {}  # what the selector watches for each fd
@@ -51,8 +56,8 @@ class MiniLoop:
         return time.monotonic()
 
     def _update(self, fd: int) -> None:
-        mask = ((selectors.EVENT_READ if fd in self._readers else 0)
-                | (selectors.EVENT_WRITE if fd in self._writers else 0))
+        mask = ((select.EPOLLIN if fd in self._readers else 0)
+                | (select.EPOLLOUT if fd in self._writers else 0))
         old = self._masks.pop(fd, 0)
         if old:
             if mask:
@@ -60,11 +65,11 @@ class MiniLoop:
                     self._sel.modify(fd, mask)
                     self._masks[fd] = mask
                     return
-                except (KeyError, ValueError, OSError):
+                except (ValueError, OSError):
                     pass  # closed and reused behind our back: register afresh below
             try:
                 self._sel.unregister(fd)
-            except (KeyError, ValueError, OSError):
+            except (ValueError, OSError):
                 pass
         if mask:
             self._sel.register(fd, mask)
@@ -132,13 +137,14 @@ class MiniLoop:
                 heapq.heappop(self._timers)
             if self._timers:
                 timeout = max(0.0, self._timers[0][0] - self.time())
-            for key, mask in self._sel.select(timeout):
-                fd = int(key.fd)
-                if mask & selectors.EVENT_READ:
+            # (epoll rounds the timeout up to a millisecond, and retries after a signal)
+            for fd, events in self._sel.poll(-1 if timeout is None else timeout):
+                # an error or a hang-up wakes both directions, as with selectors
+                if events & ~select.EPOLLOUT:
                     entry = self._readers.get(fd)
                     if entry is not None:
                         entry[0](*entry[1])
-                if mask & selectors.EVENT_WRITE:
+                if events & ~select.EPOLLIN:
                     entry = self._writers.get(fd)
                     if entry is not None:
                         entry[0](*entry[1])

@@ -5,8 +5,10 @@ for the docstring; importing ``dataclasses`` alone pulls ``inspect``, ``ast`` an
 ``tokenize``. On ``flue run``'s path, where some twenty classes are defined before a sandbox
 that lives a few milliseconds, that was a fifth of the start-up time. ``@record`` makes the same
 kind of class (``__init__``, ``__repr__``, ``__eq__``, ``__hash__`` when frozen, ``__slots__``,
-``__match_args__``, pickling of frozen slotted instances) from one small compiled ``__init__``
-and shared methods, and type checkers see it as a dataclass (``typing.dataclass_transform``).
+``__match_args__``, pickling of frozen slotted instances) from shared methods and an
+``__init__`` closed over the fields (nothing is compiled per class: compiling a generated
+``__init__`` was most of a class's cost), and type checkers see it as a dataclass
+(``typing.dataclass_transform``).
 
 ``dataclasses.fields``, ``replace``, ``asdict`` and ``is_dataclass`` work on records: their
 ``__dataclass_fields__`` is made, with ``dataclasses.Field`` objects, the first time someone
@@ -20,10 +22,19 @@ supported: ``__post_init__``, ``InitVar``, ``kw_only``, ordering.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
-from typing import Any, TypeVar, dataclass_transform, overload
 
-_T = TypeVar("_T")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a third of a start)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TypeVar, dataclass_transform, overload
+
+    _T = TypeVar("_T")
+else:  # what the decorators below do at run time, where only type checkers would look
+    def overload(f):
+        return f
+
+    def dataclass_transform(**_kw):
+        return overload
 
 
 class _Missing:
@@ -46,9 +57,10 @@ class _FieldSpec:
 
 @overload
 def field(*, default: _T) -> _T: ...
+# (ruff's F811 below: it cannot tell the run-time stand-in for typing.overload from the real one)
 @overload
-def field(*, default_factory: Callable[[], _T]) -> _T: ...
-def field(*, default: Any = MISSING, default_factory: Any = MISSING) -> Any:
+def field(*, default_factory: Callable[[], _T]) -> _T: ...  # noqa: F811
+def field(*, default: Any = MISSING, default_factory: Any = MISSING) -> Any:  # noqa: F811
     """A field's default (``default``) or the callable that makes one per instance."""
     if default is not MISSING and default_factory is not MISSING:
         raise ValueError("cannot specify both default and default_factory")
@@ -121,29 +133,42 @@ def _values(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
 
 
 def _make_init(cls_name: str, fields: list[tuple[str, Any, Any, Any]], frozen: bool) -> Any:
-    ns: dict[str, Any] = {"__missing": MISSING, "__set": object.__setattr__}
-    params: list[str] = []
-    body: list[str] = []
+    """One ``__init__`` for any record, closed over its fields: no source compiled per class
+    (``exec`` of a generated ``__init__``, as @dataclass does, was most of a record's cost).
+    It binds arguments as a generated one would and raises the same TypeErrors."""
+    specs: list[tuple[str, Any, Any]] = []
     for name, _typ, default, factory in fields:
-        if factory is not MISSING:
-            ns[f"__f_{name}"] = factory
-            params.append(f"{name}=__missing")
-            value = f"__f_{name}() if {name} is __missing else {name}"
-        elif default is not MISSING:
-            ns[f"__d_{name}"] = default
-            params.append(f"{name}=__d_{name}")
-            value = name
-        else:
-            if any(p.endswith("__missing") or "=" in p for p in params):
-                raise TypeError(f"{cls_name}: non-default field {name!r} follows a default one")
-            params.append(name)
-            value = name
-        body.append(f"  __set(self, {name!r}, {value})" if frozen else f"  self.{name} = {value}")
-    src = f"def __init__(self, {', '.join(params)}):\n" + ("\n".join(body) or "  pass") + "\n"
-    exec(src, ns)  # noqa: S102 - our own text, built from identifiers
-    init = ns["__init__"]
-    init.__qualname__ = f"{cls_name}.__init__"
-    return init
+        if default is MISSING and factory is MISSING and any(
+                d is not MISSING or f is not MISSING for _, d, f in specs):
+            raise TypeError(f"{cls_name}: non-default field {name!r} follows a default one")
+        specs.append((name, default, factory))
+    count = len(specs)
+    put = object.__setattr__  # past a frozen record's own __setattr__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if len(args) > count:
+            raise TypeError(f"{cls_name}() takes {count} positional arguments but "
+                            f"{len(args)} were given")
+        for (name, _d, _f), value in zip(specs, args):
+            if name in kwargs:
+                raise TypeError(f"{cls_name}() got multiple values for argument {name!r}")
+            put(self, name, value)
+        for name, default, factory in specs[len(args):]:
+            if name in kwargs:
+                value = kwargs.pop(name)  # (a dict of this call's own)
+            elif factory is not MISSING:
+                value = factory()
+            elif default is not MISSING:
+                value = default
+            else:
+                raise TypeError(f"{cls_name}() missing required argument: {name!r}")
+            put(self, name, value)
+        if kwargs:
+            raise TypeError(f"{cls_name}() got an unexpected keyword argument "
+                            f"{next(iter(kwargs))!r}")
+
+    __init__.__qualname__ = f"{cls_name}.__init__"
+    return __init__
 
 
 def _process(cls: type, frozen: bool, slots: bool) -> type:
@@ -211,9 +236,10 @@ def _process(cls: type, frozen: bool, slots: bool) -> type:
 def record(cls: type[_T], /) -> type[_T]: ...
 @overload
 @dataclass_transform(field_specifiers=(field,))
-def record(*, frozen: bool = False, slots: bool = False) -> Callable[[type[_T]], type[_T]]: ...
+def record(*, frozen: bool = False,  # noqa: F811
+           slots: bool = False) -> Callable[[type[_T]], type[_T]]: ...
 @dataclass_transform(field_specifiers=(field,))
-def record(cls: type[_T] | None = None, /, *, frozen: bool = False,
+def record(cls: type[_T] | None = None, /, *, frozen: bool = False,  # noqa: F811
            slots: bool = False) -> Any:
     """Make ``cls`` a record (see the module's docstring); used like ``@dataclass``."""
     def wrap(c: type[_T]) -> type[_T]:

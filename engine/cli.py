@@ -16,11 +16,12 @@ from __future__ import annotations
 import os
 import sys
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable
+    from typing import Any
 
 EXIT_FLUE = 125
 
@@ -262,8 +263,7 @@ def _run_blocking(a: argparse.Namespace, argv: list[str], profile: Any, binds: A
                   env: list[tuple[str, str]]) -> int:
     """The fast path: no live event stream, so no asyncio (its import alone costs more than
     setting up the sandbox)."""
-    import signal
-
+    from engine._lean import signal
     from engine.sandbox import Sandbox
 
     sb = Sandbox(argv, profile, workspace=a.workspace, binds=binds, env=env,

@@ -25,22 +25,24 @@ as one JSON message on the control socket and the process exits with 125.
 
 from __future__ import annotations
 
+import _socket
 import errno
 import fcntl
 import gc
-import json
 import os
-import signal
-import socket
 import stat
 import struct
 import sys
 import termios
 import time
-from typing import NoReturn
 
+from engine._lean import dumps, loads, send_fds, signal
 from engine._linux import libc
 from engine.plan import STAGE, LaunchPlan, MountOp
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 FORWARDED_SIGNALS = (
     signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
@@ -61,12 +63,12 @@ class _Stage(Exception):
 
 
 def _send(ctrl: int, msg: dict[str, object], fds: list[int] | None = None) -> None:
-    data = json.dumps(msg).encode()
+    data = dumps(msg).encode()
     try:
         if fds:
-            sock = socket.socket(fileno=os.dup(ctrl))
+            sock = _socket.socket(fileno=os.dup(ctrl))
             try:
-                socket.send_fds(sock, [data], fds)
+                send_fds(sock, data, fds)
             finally:
                 sock.close()
         else:
@@ -312,7 +314,7 @@ def _await_cgroups(plan: LaunchPlan, ctrl: int) -> LaunchPlan:
             msg = b""
             break
     try:
-        got = json.loads(msg) if msg.startswith(b"{") else None
+        got = loads(msg) if msg.startswith(b"{") else None
     except ValueError:
         got = None
     if not isinstance(got, dict) or got.get("t") != "cgroup":
@@ -714,10 +716,13 @@ def _loopback_up() -> None:
     import fcntl
 
     siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)  # (no `with`: that is socket.py's)
+    try:
         ifr = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), siocgifflags, ifr))[1]
         fcntl.ioctl(s.fileno(), siocsifflags, struct.pack("16sH14x", b"lo", flags | iff_up))
+    finally:
+        s.close()
 
 
 # --- the root filesystem -----------------------------------------------------------------------

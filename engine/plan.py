@@ -6,9 +6,11 @@ spawner hands it to the forked child directly. Nothing in here touches the kerne
 
 from __future__ import annotations
 
-from typing import Any
-
 from engine._record import field, record
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 # where the new root is assembled inside the sandbox's private mount namespace
 STAGE = "/tmp"

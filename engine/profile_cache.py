@@ -15,12 +15,14 @@ writable by nobody else, in directories of the same kind).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from typing import Any
 
 from engine import __version__, cachedir
+from engine._lean import dumps, loads, sha256
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 from engine.profile.model import MODEL_VERSION, Profile, profile_from_data, to_data
 
 KIND = "profiles"
@@ -42,13 +44,13 @@ def _user_dir() -> str:
 def load_profile_cached(name: str, overrides: dict[str, Any] | None = None) -> Profile:
     is_path = "/" in name or name.endswith(".toml")
     ident = os.path.abspath(name) if is_path else name
-    key = hashlib.sha256(json.dumps([__version__, MODEL_VERSION, ident, overrides, _user_dir()],
+    key = sha256(dumps([__version__, MODEL_VERSION, ident, overrides, _user_dir()],
                                     sort_keys=True, default=str).encode()).hexdigest()[:32]
     file = f"{key}.json"
     raw = cachedir.load(KIND, file)
     if raw is not None:
         try:
-            cached = json.loads(raw)
+            cached = loads(raw)
             stamps = cached["deps"]
             if (isinstance(stamps, list) and all(
                     isinstance(d, list) and len(d) == 3 and isinstance(d[0], str)
@@ -70,5 +72,5 @@ def load_profile_cached(name: str, overrides: dict[str, Any] | None = None) -> P
     if not any(d[0] == _user_dir() for d in deps):
         deps.append((_user_dir(), 0, 0))  # absent now: creating it must miss the cache
     doc = {"deps": deps, "profile": to_data(profile)}
-    cachedir.store(KIND, file, json.dumps(doc, separators=(",", ":")).encode())
+    cachedir.store(KIND, file, dumps(doc, compact=True).encode())
     return profile

@@ -11,15 +11,18 @@ from __future__ import annotations
 import errno as _errno
 import itertools
 import os
-import signal as _signal
-import socket
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
 
+from engine._lean import dumps, loads, recv_fds, signal_name, socketpair
+from engine._lean import signal as _signal
 from engine._record import field, record
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    import _socket
+    from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+    from typing import Any
+
     from engine import events as ev
     from engine.terminal import TtyPlan
 from engine._linux import libc
@@ -68,13 +71,6 @@ class Result:
         from dataclasses import asdict
 
         return asdict(self)
-
-
-def _signame(sig: int) -> str:
-    try:
-        return _signal.Signals(sig).name
-    except ValueError:
-        return f"signal {sig}"
 
 
 # namespaces of each kind a sandbox may create when its profile allows namespaces at all
@@ -192,7 +188,7 @@ class Sandbox:
         self.main_pid_inside: int | None = None
         self._keeper_pid: int | None = None
         self._pidfd: int | None = None
-        self._ctrl: socket.socket | None = None
+        self._ctrl: _socket.socket | None = None
         self._listener: int | None = None
         self._filter: CompiledFilter | None = None
         self._cgroup: Any = None
@@ -483,7 +479,7 @@ class Sandbox:
     def _start(self, loop: Any) -> None:
         self._loop = loop
         self._t0 = time.monotonic()
-        ctrl_parent, ctrl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ctrl_parent, ctrl_child = socketpair()
         child_ends: list[int] = []
         stdio = self.stdio
         if self.capture_output:
@@ -527,9 +523,7 @@ class Sandbox:
                         pass
                     raise
                 cg = self._cgroup
-                import json
-
-                ctrl_parent.send(json.dumps({
+                ctrl_parent.send(dumps({
                     "t": "cgroup", "procs": list(cg.procs_files) if cg else [],
                     "dirs": list(cg.paths) if cg else []}).encode())
 
@@ -642,7 +636,7 @@ class Sandbox:
         assert self._ctrl is not None
         while True:
             try:
-                data, fds, _flags, _addr = socket.recv_fds(self._ctrl, 65536, 64)
+                data, fds = recv_fds(self._ctrl, 65536, 64)
             except BlockingIOError:
                 return
             except OSError:
@@ -650,9 +644,7 @@ class Sandbox:
             if not data:
                 self._on_eof()
                 return
-            import json
-
-            msg = json.loads(data)
+            msg = loads(data)
             self._handle(msg, fds)
 
     def _handle(self, msg: dict[str, Any], fds: list[int]) -> None:
@@ -918,7 +910,7 @@ class Sandbox:
             r.message = (f"flue: out of memory: a process was killed at the memory limit "
                          f"({_fmt_bytes(lim.memory)})")
         elif r.signal is not None:
-            r.message = f"flue: the command was killed by {_signame(r.signal)}"
+            r.message = f"flue: the command was killed by {signal_name(r.signal)}"
 
 
 def _check_hosts(hosts: Mapping[str, str]) -> dict[str, str]:

@@ -30,13 +30,16 @@ a decision of its own.
 
 from __future__ import annotations
 
+import _socket
 import errno as _errno
-import hashlib
 import io
-import json
 import os
-import socket
-from typing import Any
+
+from engine._lean import dumps, loads, sha256
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 from engine import cachedir
 from engine._record import field, record
@@ -149,22 +152,22 @@ def native_syscalls() -> dict[str, int]:
     if _NATIVE is not None:
         return _NATIVE
     lib = "libseccomp.so.2"
-    key = hashlib.sha256(f"{lib}:{os.uname().machine}".encode()).hexdigest()[:16]
+    key = sha256(f"{lib}:{os.uname().machine}".encode()).hexdigest()[:16]
     name = f"syscalls-{key}.json"
     raw = cachedir.load(CACHE_KIND, name)
     if raw is not None:
         try:
-            table = json.loads(raw)
+            table = loads(raw)
             if isinstance(table, dict) and len(table) > 100 and all(
                     isinstance(v, int) and not isinstance(v, bool) for v in table.values()):
                 _NATIVE = {str(k): int(v) for k, v in table.items()}
-                _NATIVE_SHA = hashlib.sha256(raw).hexdigest()
+                _NATIVE_SHA = sha256(raw).hexdigest()
                 return _NATIVE
         except ValueError:
             pass
     _NATIVE = _resolve_native()
-    data = json.dumps(_NATIVE).encode()
-    _NATIVE_SHA = hashlib.sha256(data).hexdigest()
+    data = dumps(_NATIVE).encode()
+    _NATIVE_SHA = sha256(data).hexdigest()
     cachedir.store(CACHE_KIND, name, data)
     return _NATIVE
 
@@ -186,7 +189,7 @@ def _resolve_native() -> dict[str, int]:
 def _family_numbers(names: tuple[str, ...]) -> set[int]:
     out = set()
     for n in names:
-        val = getattr(socket, n, None)
+        val = getattr(_socket, n, None)
         if val is None and n == "AF_NETLINK":
             val = 16
         if val is None:
@@ -198,7 +201,7 @@ def _family_numbers(names: tuple[str, ...]) -> set[int]:
 def _cache_key(policy: SeccompPolicy, notify: bool, arch: str,
                trace: tuple[str, ...] = (), learn: bool = False,
                table: dict[int, SyscallVerdict] | None = None) -> str:
-    blob = json.dumps(
+    blob = dumps(
         {
             "v": 7,
             # the verdicts themselves: a flue whose tables changed (LEARN_CORE, the traced
@@ -219,7 +222,7 @@ def _cache_key(policy: SeccompPolicy, notify: bool, arch: str,
         },
         sort_keys=True,
     )
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+    return sha256(blob.encode()).hexdigest()[:32]
 
 
 def compile_filter(policy: SeccompPolicy, *, notify: bool, use_cache: bool = True,
@@ -245,14 +248,14 @@ def compile_filter(policy: SeccompPolicy, *, notify: bool, use_cache: bool = Tru
     if use_cache:  # a read-only or untrusted cache directory only costs the cache
         cachedir.store(CACHE_KIND, f"{key}.bpf", bpf)
         cachedir.store(CACHE_KIND, f"{key}.sha256",
-                       hashlib.sha256(digest + bpf).hexdigest().encode())
+                       sha256(digest + bpf).hexdigest().encode())
     return CompiledFilter(bpf=bpf, notify=notify, arch=arch, table=table)
 
 
 def _digest(key: str, policy: SeccompPolicy) -> bytes:
     """What a cached program must have been compiled from, as bytes to hash with it."""
     native_syscalls()
-    return json.dumps([key, sorted(policy.socket_families), _NATIVE_SHA]).encode()
+    return dumps([key, sorted(policy.socket_families), _NATIVE_SHA]).encode()
 
 
 def _cached_program(key: str, digest: bytes) -> bytes | None:
@@ -270,7 +273,7 @@ def _cached_program(key: str, digest: bytes) -> bytes | None:
         return None
     # (a plain comparison: the digest is no secret, anyone can compute it; it tells a
     # program that is not this policy's, while cachedir tells who could have written it)
-    if stored.strip() != hashlib.sha256(digest + bpf).hexdigest().encode():
+    if stored.strip() != sha256(digest + bpf).hexdigest().encode():
         return None
     return bpf
 

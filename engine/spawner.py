@@ -16,15 +16,20 @@ as root, writes its uid/gid maps (an unprivileged process writes its own).
 
 from __future__ import annotations
 
+import _socket
 import os
-import signal
-import socket
 import sys
-from collections.abc import Callable
-from typing import Protocol
 
+from engine._lean import recv_fds, send_fds, signal, socketpair
 from engine.errors import LaunchError
 from engine.plan import LaunchPlan
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Protocol
+else:
+    Protocol = object
 
 
 def fork_keeper(plan: LaunchPlan, ctrl_fd: int, stdio: tuple[int, int, int],
@@ -136,7 +141,7 @@ class ForkServer:
         import subprocess
         import threading
 
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        parent, child = socketpair()
         env = dict(os.environ)
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -162,7 +167,7 @@ class ForkServer:
                 self._sock.close()
                 self._start()
             try:
-                socket.send_fds(self._sock, [msg], fds)
+                send_fds(self._sock, msg, fds)
                 reply = self._sock.recv(65536)
             except OSError as err:
                 reply = b""
@@ -205,7 +210,7 @@ def _serve(fd: int, pdeathsig: bool = True) -> None:  # pragma: no cover - the s
         libc.set_pdeathsig(signal.SIGKILL)
         if os.getppid() == 1:
             return
-    sock = socket.socket(fileno=fd)
+    sock = _socket.socket(fileno=fd)
 
     def reap(*_: object) -> None:
         while True:
@@ -220,7 +225,7 @@ def _serve(fd: int, pdeathsig: bool = True) -> None:  # pragma: no cover - the s
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:
         try:
-            msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 64)
+            msg, fds = recv_fds(sock, 1 << 20, 64)
         except InterruptedError:
             continue
         if not msg:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import time
 
+from engine._lean import signal
 from engine._record import record
 
 __all__ = [

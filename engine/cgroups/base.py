@@ -8,10 +8,14 @@ and removes it. The sandbox's first process joins by writing its own pid into ev
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from engine._record import field, record
 from engine.profile.model import Limits
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Protocol
+else:
+    Protocol = object
 
 
 @record(frozen=True, slots=True)

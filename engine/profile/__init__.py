@@ -7,8 +7,6 @@ The format is documented in docs/profiles.md.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 # Imported lazily (PEP 562): the hot path (`flue run` with a cached profile) needs only the
 # model, and the loader, groups and regex tables cost tens of milliseconds to import.
 _LAZY = {
@@ -36,7 +34,10 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import Any
+
     from engine.profile.groups import (
         Group,
         expand_syscalls,

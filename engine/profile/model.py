@@ -6,11 +6,15 @@ turns TOML files into them; nothing else parses TOML.
 
 from __future__ import annotations
 
-import functools
-import typing
-from typing import Any
-
 from engine._record import field, record
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TypeVar
+
+    _T = TypeVar("_T")
+    _U = TypeVar("_U")
 
 # bumped when a record gains or loses a field: cached profiles of another shape are stale
 MODEL_VERSION = 4
@@ -220,9 +224,14 @@ def _user(v: Any) -> UserPolicy:
                       home=_str(d["home"]))
 
 
-@functools.cache
+_NAMES: dict[type, frozenset[str]] = {}
+
+
 def _names(cls: type) -> frozenset[str]:
-    return frozenset(cls.__match_args__)  # type: ignore[attr-defined]
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = frozenset(cls.__match_args__)  # type: ignore[attr-defined]
+    return names
 
 
 def _fields(v: Any, cls: type) -> dict[str, Any]:
@@ -255,22 +264,18 @@ def _float(v: Any) -> float:
     return float(v)
 
 
-_T = typing.TypeVar("_T")
-_U = typing.TypeVar("_U")
-
-
-def _opt(conv: typing.Callable[[Any], _T], v: Any) -> _T | None:
+def _opt(conv: Callable[[Any], _T], v: Any) -> _T | None:
     return None if v is None else conv(v)
 
 
-def _tuple(conv: typing.Callable[[Any], _T], v: Any) -> tuple[_T, ...]:
+def _tuple(conv: Callable[[Any], _T], v: Any) -> tuple[_T, ...]:
     if not isinstance(v, list):
         raise TypeError("expected a list")
     return tuple(conv(x) for x in v)
 
 
-def _pair(a: typing.Callable[[Any], _T],
-          b: typing.Callable[[Any], _U]) -> typing.Callable[[Any], tuple[_T, _U]]:
+def _pair(a: Callable[[Any], _T],
+          b: Callable[[Any], _U]) -> Callable[[Any], tuple[_T, _U]]:
     def pair(v: Any) -> tuple[_T, _U]:
         if not isinstance(v, list) or len(v) != 2:
             raise ValueError("expected a pair")

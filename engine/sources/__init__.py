@@ -12,7 +12,10 @@ and has ``start()`` and ``async stop()``.
 from __future__ import annotations
 
 import os
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def main_host_pid(init_pid: int, inside_pid: int | None) -> int | None:

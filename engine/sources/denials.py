@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import errno as _errno
 import select
-from typing import TYPE_CHECKING, Any
 
 from engine._linux import notify
 from engine.seccomp import CompiledFilter
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import Any
+
     from engine import events as ev
 
 BATCH = 512
