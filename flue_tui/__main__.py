@@ -4,7 +4,10 @@ once; without one it opens the launch form."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -61,6 +64,28 @@ def quick_limits(a: argparse.Namespace) -> QuickLimits:
                        allow=tuple(a.allow_domain), resolve=tuple(a.resolve))
 
 
+# the cyclic garbage collector while flue-tui runs: a flood makes a batch of thousands of
+# short-lived objects every 75 ms (output lines, strips, segments), which the default
+# thresholds (700, 10, 10) promote and then scan in full-heap collections of 40-120 ms
+# several times a second on a small machine -- a pause any keypress waits behind. Young
+# collections are rarer (most of a batch is freed by reference counting before one runs)
+# and a full collection waits for this many young-generation ones instead of 10; what
+# exists once the app has started (modules, the screens, styles) is frozen out of them
+# (``FlueApp.freeze_after_start``).
+GC_THRESHOLDS = (5000, 10, 50)
+
+
+@contextlib.contextmanager
+def steady_gc() -> Iterator[None]:
+    old = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+        gc.unfreeze()
+
+
 def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
     command = list(a.command)
@@ -96,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         first = app.bridge.events[0] if getattr(app.bridge, "events", None) else None
         argv0 = tuple(getattr(first, "argv", ()) or ("replay",))
         app.spec = RunSpec(argv=argv0, profile=a.profile)
-    result = app.run()
+    app.freeze_after_start = True
+    with steady_gc():
+        result = app.run()
     return int(result or 0)
 
 

@@ -58,6 +58,10 @@ class FlueCommands(Provider):
 
 class FlueApp(App[int]):
     CSS_PATH = str(CSS_FILE)
+    # once started, freeze what exists out of the garbage collector's scans (``gc.freeze``):
+    # set by flue-tui's main (see flue_tui.__main__.steady_gc), not in tests, where many apps
+    # share one process and a frozen app would never be collected
+    freeze_after_start = False
     TITLE = "flue-tui"
     COMMANDS = App.COMMANDS | {FlueCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -121,6 +125,8 @@ class FlueApp(App[int]):
             self.set_keymap(keymap)
         self.open_draft(self.profile_ref)
         self.set_interval(0.5, self._tick)
+        if self.freeze_after_start:
+            self.call_after_refresh(self._freeze_gc)
         if self.spec is not None:
             self.call_after_refresh(self.start, self.spec)
         else:
@@ -128,6 +134,13 @@ class FlueApp(App[int]):
 
     def on_unmount(self) -> None:
         self.bridge.close()
+
+    @staticmethod
+    def _freeze_gc() -> None:
+        import gc
+
+        gc.collect()
+        gc.freeze()
 
     def clock(self) -> float:
         return self._clock() if self._clock is not None else self.bridge.clock()
