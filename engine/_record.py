@@ -143,9 +143,14 @@ def _make_init(cls_name: str, fields: list[tuple[str, Any, Any, Any]], frozen: b
             raise TypeError(f"{cls_name}: non-default field {name!r} follows a default one")
         specs.append((name, default, factory))
     count = len(specs)
+    names = tuple(name for name, _, _ in specs)
     put = object.__setattr__  # past a frozen record's own __setattr__
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if not kwargs and len(args) == count:  # every field given, in order: the common case
+            for name, value in zip(names, args):
+                put(self, name, value)
+            return
         if len(args) > count:
             raise TypeError(f"{cls_name}() takes {count} positional arguments but "
                             f"{len(args)} were given")

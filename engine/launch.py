@@ -133,15 +133,19 @@ def _keeper(plan: LaunchPlan, ctrl: int, stdio: tuple[int, int, int],
         os.setsid()
     except OSError as err:
         raise _Stage("fds", err) from err
-    if plan.cgroup_wait:
-        plan = _await_cgroups(plan, ctrl)
+    # (the two steps below need only the groups' planned paths, so they run while the
+    # supervisor makes the groups, on the other CPU: off a start's critical path)
+    dirs = plan.cgroup_candidates if plan.cgroup_wait else plan.cgroup_dirs
     # where we come from in each hierarchy, opened now (before joining and unsharing: on v2
     # the write is checked against the opener's cgroup namespace and credentials), so that at
     # the end we can step out of the sandbox's group and remove it
-    origin = _origin_procs(plan.cgroup_dirs)
+    origin = _open_procs(plan.cgroup_origins) if plan.cgroup_origins else _origin_procs(dirs)
     # unsharing the user namespace costs us every capability on the host: when removing the
     # groups needs one (root under a 0555 hierarchy root), a helper that keeps them does it
-    remover = _start_remover(plan.cgroup_dirs) if _needs_host_privilege(plan.cgroup_dirs) else -1
+    # (it removes whichever of the planned groups exist, once this process is gone)
+    remover = _start_remover(dirs) if _needs_host_privilege(dirs) else -1
+    if plan.cgroup_wait:
+        plan = _await_cgroups(plan, ctrl)
     # join the cgroup before unsharing: the cgroup namespace's root becomes this group
     try:
         for procs in plan.cgroup_procs:
@@ -210,6 +214,16 @@ def _join_cgroup(procs: str) -> None:
             os.close(fd)
     with open(procs, "w") as f:
         f.write(str(os.getpid()))
+
+
+def _open_procs(files: tuple[str, ...]) -> list[int]:
+    fds: list[int] = []
+    for f in files:
+        try:
+            fds.append(os.open(f, os.O_WRONLY | os.O_CLOEXEC))
+        except OSError:
+            continue  # best effort, as below
+    return fds
 
 
 def _origin_procs(dirs: tuple[str, ...]) -> list[int]:

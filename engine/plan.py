@@ -68,6 +68,9 @@ class LaunchPlan:
     # ctrl, and removes these candidates if the supervisor dies first
     cgroup_wait: bool = False
     cgroup_candidates: tuple[str, ...] = ()
+    # the cgroup.procs of the supervisor's own groups, where A came from (known to the v1
+    # backend: its groups are made right below them); empty: A reads them from /proc
+    cgroup_origins: tuple[str, ...] = ()
     pass_fds: tuple[int, ...] = ()  # fds (numbers in the sandbox) passed on purpose
     ns_flags: int = 0
     # allowlist mode: the ports PID 1 listens on (0.0.0.0:PORT) for captured connections

@@ -298,6 +298,11 @@ class Sandbox:
             # made once the keeper exists (spawn's after_fork): it removes them if we die
             self._cg_candidates = backend.planned_dirs(self.id)
 
+    def _cg_origins(self) -> tuple[str, ...]:
+        backend = self._cg_make[0] if self._cg_make else None
+        origins = getattr(backend, "origin_procs", None)
+        return tuple(origins()) if origins is not None else ()
+
     def _make_cgroup(self) -> None:
         from engine import cgroups
         from engine.errors import LimitUnavailable
@@ -409,6 +414,7 @@ class Sandbox:
             cgroup_dirs=tuple(cg.paths) if cg else (),
             cgroup_wait=bool(self._cg_candidates),
             cgroup_candidates=self._cg_candidates,
+            cgroup_origins=self._cg_origins(),
             pass_fds=self.pass_fds,
             ns_flags=NS_FLAGS,
             net_capture_ports=capture,

@@ -189,6 +189,10 @@ class V1Backend:
         fix = st.fix if st is not None and st.fix else "run flue as root"
         return unavailable_error([controller], limits, reason, fix)
 
+    def origin_procs(self) -> tuple[str, ...]:
+        """The cgroup.procs of this process's own groups, the parents of every new group."""
+        return tuple(os.path.join(d, "cgroup.procs") for d in self.paths)
+
     def planned_dirs(self, name: str) -> tuple[str, ...]:
         check_name(name)
         return tuple(os.path.join(parent, name) for parent in self.paths)

@@ -98,6 +98,16 @@ def test_the_planned_dirs_cover_what_create_makes(groups: Groups) -> None:
     assert planned and not any(os.path.exists(d) for d in planned)
     cg = groups.create("plan", Limits(memory=64 << 20, pids=16))
     assert cg.paths and set(cg.paths) <= set(planned)
+    # the keeper steps back into these (passed in the plan, not read from /proc by it): this
+    # process's own groups, one per hierarchy, each the parent of a new group
+    own = groups.backend.origin_procs()
+    assert sorted(own) == sorted(os.path.join(os.path.dirname(d), "cgroup.procs")
+                                 for d in planned)
+    for line in _read("/proc/self/cgroup").splitlines():
+        _, ctrls, path = line.split(":", 2)
+        for f in own:
+            if f"/{ctrls}/" in f or f"/{ctrls}," in f:
+                assert os.path.dirname(f).endswith(path.rstrip("/")), (f, line)
 
 
 def test_limits_written(groups: Groups) -> None:
