@@ -644,8 +644,6 @@ def _handoff(plan: LaunchPlan, ctrl: int, main_pid: int, to_init_r: int, go_w: i
                 pidfd = libc.pidfd_open(main_pid)
                 lfd = libc.pidfd_getfd(pidfd, num)
                 os.close(pidfd)
-                _send(ctrl, {"t": "listener"}, [lfd])
-                os.close(lfd)
             except OSError as err:
                 # the filter is loaded and sends every denial to a listener nobody holds:
                 # the command could install its own and answer (or CONTINUE) them itself
@@ -661,6 +659,11 @@ def _handoff(plan: LaunchPlan, ctrl: int, main_pid: int, to_init_r: int, go_w: i
             os.write(go_w, b"g")
         except OSError:
             pass
+        if num >= 0:
+            # (after the go: the command's first denials wait in the kernel for the listener
+            # either way, and a supervisor too gone to take it ends the sandbox)
+            _send(ctrl, {"t": "listener"}, [lfd])
+            os.close(lfd)
     os.close(go_w)
     os.close(to_init_r)
     res = _read_exact(exec_r, 8)
