@@ -20,7 +20,6 @@ imported by the caller that needs it, when it needs it.
 
 from __future__ import annotations
 
-import _json
 import _socket
 import _struct
 
@@ -77,45 +76,66 @@ def _no_default(obj: object) -> object:
 
 _WS = " \t\n\r"
 _scan: Any = None
+_make_encoder: Any = None
 try:
+    import _json
+
     _scan = _json.make_scanner(_ScanContext())  # type: ignore[arg-type]  # duck-typed
+    _make_encoder = _json.make_encoder
     _ASCII = _json.encode_basestring_ascii
-except (AttributeError, TypeError):  # an interpreter whose _json differs: use json
-    _scan = None
+except (ImportError, AttributeError, TypeError):  # an interpreter without (this) _json: json
+    _scan = _make_encoder = None
 
 
 def dumps(obj: object, *, sort_keys: bool = False, default: Callable[[Any], object] | None = None,
           compact: bool = False) -> str:
     """``json.dumps(obj, sort_keys=..., default=...)``; ``compact`` means
     ``separators=(",", ":")``."""
-    if _scan is None:
+    if _make_encoder is None:
         import json
 
         return json.dumps(obj, sort_keys=sort_keys, default=default,
                           separators=(",", ":") if compact else None)
     # a new encoder each time, as json does: its dict of the containers being encoded (the
     # circular-reference check) must start empty even after an earlier call raised
-    enc = _json.make_encoder({}, default or _no_default, _ASCII, None, ":" if compact else ": ",
+    enc = _make_encoder({}, default or _no_default, _ASCII, None, ":" if compact else ": ",
                              "," if compact else ", ", sort_keys, False, True)
     return "".join(enc(obj, 0))
 
 
 def loads(data: str | bytes | bytearray) -> Any:
-    """``json.loads(data)``; raises ValueError (``json.JSONDecodeError`` on a syntax error)."""
+    """``json.loads(data)``; raises ValueError (``json.JSONDecodeError`` on a syntax error),
+    also for a document nested deeper than Python recurses (``json`` lets that
+    RecursionError through: a cut or mangled cache file must read as "not JSON", never end
+    the run)."""
     if isinstance(data, (bytes, bytearray)):
         data = data.decode("utf-8")  # what JSON on our sockets and in our caches is
     if _scan is None:
-        import json
-
-        return json.loads(data)
+        return _json_loads(data)
     start = len(data) - len(data.lstrip(_WS))
     try:
         obj, end = _scan(data, start)
     except StopIteration as stop:
         raise ValueError(f"Expecting value: char {stop.value}") from None
+    except SystemError:
+        # the scanner reports a syntax error as json.decoder.JSONDecodeError, which _json
+        # (Python 3.11) only looks up among the modules already imported, and on flue run's
+        # path none imported json: a SystemError instead. An error path: let json say it.
+        return _json_loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
     if data[end:].strip(_WS):
         raise ValueError(f"Extra data: char {end}")
     return obj
+
+
+def _json_loads(data: str) -> Any:
+    import json
+
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 # --- sockets --------------------------------------------------------------------------------

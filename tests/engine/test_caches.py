@@ -215,6 +215,26 @@ def test_a_rw_bind_of_the_cache_is_refused_and_a_pickle_there_runs_nothing(flue)
     assert not marker.exists(), "a pickle in the profile cache ran in the next flue run"
 
 
+@pytest.mark.sandbox
+@pytest.mark.parametrize("how", ["cut", "nested"])
+def test_a_cut_or_mangled_json_cache_is_read_again_not_a_crash(flue, how: str) -> None:
+    """The resolved profiles and the syscall table, cut in the middle of a value (a disk
+    full, a crash while someone copied them) or nested deeper than Python recurses: the run
+    reads the profile and the table again and rewrites them, with nothing said."""
+    first = flue.run(["true"])
+    assert first.returncode == 0, first
+    files = _cache_files(flue, "profiles") + [
+        p for p in _cache_files(flue, "bpf") if p.name.startswith("syscalls-")]
+    assert len(files) >= 2, files
+    for f in files:
+        data = f.read_bytes()
+        f.write_bytes(data[:len(data) // 2] if how == "cut" else b"[" * 100_000)
+    r = flue.run(["sh", "-c", "echo ran"])
+    assert r.returncode == 0 and r.stdout == "ran\n" and not r.flue_lines, r
+    for f in files:
+        assert isinstance(json.loads(f.read_bytes()), dict), f  # written whole again
+
+
 # --------------------------------------------------------------------------- compiled filters
 
 ALLOW_ALL_BPF = bytes.fromhex("0600000000007fff")  # BPF_RET|BPF_K SECCOMP_RET_ALLOW

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -88,3 +89,52 @@ def test_importing_it_pulls_none_of_what_it_stands_in_for() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60)
     assert out.stdout.strip() == ""
+
+
+def test_loads_raises_valueerror_where_json_was_never_imported() -> None:
+    """``flue run`` reads its caches before anything imports ``json``; _json's scanner
+    reports most syntax errors with ``json.decoder.JSONDecodeError``, which Python 3.11 only
+    looks up among the imported modules (a SystemError when json is not one of them)."""
+    code = textwrap.dedent("""
+        import sys
+        from engine import _lean
+        bad = ['{"deps": [["/x"', '{"a" 1}', '[1 2]', '"abc', '{', b'{"a": 1, "b"',
+               '[' * 100000]
+        for text in bad:
+            try:
+                _lean.loads(text)
+            except ValueError as err:
+                print(type(err).__name__)
+            else:
+                print("parsed", repr(text)[:20])
+        print(_lean.loads('{"ok": [1]}'))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[-1] == "{'ok': [1]}"
+    assert len(lines) == 8 and all(ln in ("JSONDecodeError", "ValueError") for ln in lines[:-1]), lines
+
+
+def test_an_interpreter_without_the_c_json_module_gets_json() -> None:
+    """The fallback: no ``_json`` (other interpreters) means json's own pure-Python code,
+    with the same results and the same errors."""
+    code = textwrap.dedent("""
+        import sys
+        sys.modules["_json"] = None  # import _json raises ImportError
+        from engine import _lean
+        assert _lean._scan is None and _lean._make_encoder is None
+        print(_lean.dumps({"b": [1, 2.5, None], "a": "é"}, sort_keys=True, compact=True))
+        print(_lean.loads(b' {"x": [true]} '))
+        for bad in ("{", "[1 2]", "[" * 100000):
+            try:
+                _lean.loads(bad)
+            except ValueError:
+                print("ValueError")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ['{"a":"\\u00e9","b":[1,2.5,null]}', "{'x': [True]}",
+                                       "ValueError", "ValueError", "ValueError"]
