@@ -14,6 +14,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.geometry import Region
 from textual.message import Message
 from textual.widgets import DataTable, Static, TabbedContent, TabPane, Tree
 from textual.widgets.tree import TreeNode
@@ -45,9 +46,28 @@ class Panel(Vertical):
         super().__init__(id=id or f"panel-{self.panel_key}", classes="panel")
         self.stale = True
         self.filter_text = ""
+        self._title_shown: str | None = None
 
     def on_mount(self) -> None:
-        self.border_title = self.title
+        self.set_title(self.title)
+
+    def set_title(self, title: str) -> None:
+        """The border title. Textual's ``border_title`` repaints the whole panel, every line
+        of every widget in it, each time it is set, even to the same text; the monitor sets
+        the titles' counts up to 5 times a second under a flood. Here nothing is repainted
+        when the title is the same, and only the top border line when it changed (the
+        setter's own conversion, then a refresh of that line: ``_border_title`` is Textual's
+        own, pinned minor)."""
+        if title == self._title_shown:
+            return
+        self._title_shown = title
+        size = self.outer_size
+        if not self.is_mounted or not size:
+            self.border_title = title
+            return
+        self._border_title = self.render_str(title).expand_tabs(4).split()[0]
+        top = self.content_offset
+        self.refresh(Region(-top.x, -top.y, size.width, 1))
 
     def refresh_from(self, model: RunModel | None) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -115,6 +135,7 @@ class DenialsPanel(Panel):
         self._show_hint()
 
     def _show_hint(self) -> None:
+        self._detail_shown: Text | None = None
         self.query_one("#denials-detail", Static).update(Text(
             "a allow · g allow group · e keep denied with an errno · enter details", "dim"))
 
@@ -164,11 +185,11 @@ class DenialsPanel(Panel):
         stream.extend(denial_entry(e, t0)
                       for e in fresh(model.denial_stream, model.denial_records, self._streamed))
         self._streamed = model.denial_records
-        self.border_title = f"1 Denials · {model.denial_total}" if model.denial_total else \
-            "1 Denials"
+        self.set_title(f"1 Denials · {model.denial_total}" if model.denial_total else
+                       "1 Denials")
 
     def _refresh_table(self, model: RunModel, force: bool = False) -> None:
-        table = self.query_one("#denials-table", DataTable)
+        table = self.query_one("#denials-table", RowTable)
         rows = self._visible_rows(model)
         keys = [r.key for r in rows]
         cursor_key = self._rows[table.cursor_row] if 0 <= table.cursor_row < len(self._rows) \
@@ -190,12 +211,15 @@ class DenialsPanel(Panel):
         else:  # only the cells whose text changed (a flood changes the count, little else)
             for r in rows:
                 shown = self._shown_cells.setdefault(r.key, [""] * 7)
+                changed = []
                 for i, (col, value) in enumerate(zip(("name", "count", "errno", "group", "pid",
                                                       "comm", "args"), self._cells(r),
                                                      strict=True)):
                     if value.plain != shown[i]:
-                        table.update_cell(r.key, col, value)
+                        changed.append((col, value))
                         shown[i] = value.plain
+                if changed:
+                    table.update_row(r.key, changed)
         self._show_detail(self.current_row())
 
     @staticmethod
@@ -250,7 +274,9 @@ class DenialsPanel(Panel):
         args = format_args(row.decoded, row.args)
         if args:
             t.append(f" · {plain(args, 160)}")
-        detail.update(t, layout=False)  # height 1 (app.tcss): no layout pass
+        if t != self._detail_shown:  # the same line again (a flood's count moved on)
+            self._detail_shown = t
+            detail.update(t, layout=False)  # height 1 (app.tcss): no layout pass
 
     @on(DataTable.RowHighlighted, "#denials-table")
     def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -410,7 +436,7 @@ class FilesPanel(Panel):
             if f.change in counts:
                 counts[f.change] += 1
         summary = " ".join(f"{MARK[k][0]}{v}" for k, v in counts.items() if v)
-        self.border_title = "3 Files" + (f" · {summary}" if summary else "")
+        self.set_title("3 Files" + (f" · {summary}" if summary else ""))
 
     def _rebuild_tree(self, model: RunModel) -> None:
         tree = self.query_one("#files-tree", Tree)
@@ -461,6 +487,14 @@ class FilesPanel(Panel):
 # --------------------------------------------------------------------------- processes
 
 
+PROC_COLUMNS = ("pid", "cpu", "rss", "cmd")
+
+
+def _looks(t: Text) -> tuple[Any, ...]:
+    """What a cell shows (Text's own == compares the characters and spans, not the style)."""
+    return t.plain, str(t.style), tuple(t.spans), t.justify
+
+
 class ProcessesPanel(Panel):
     panel_key = "processes"
     title = "4 Processes"
@@ -475,20 +509,21 @@ class ProcessesPanel(Panel):
         table.add_column("CPU", key="cpu", width=5)
         table.add_column("RSS", key="rss", width=6)
         table.add_column("command", key="cmd")
+        self._shown: list[tuple[str, list[Text]]] = []  # (row key, cells) as on screen
 
     def reset(self) -> None:
         super().reset()
         self.query_one("#proc-table", DataTable).clear()
+        self._shown = []
 
     def refresh_from(self, model: RunModel | None) -> None:
         self.stale = False
         if model is None:
             return
-        table = self.query_one("#proc-table", DataTable)
-        cursor = table.cursor_row
-        table.clear()
+        table = self.query_one("#proc-table", RowTable)
         alive = 0
         f = self.filter_text.lower()
+        rows: list[tuple[str, list[Text]]] = []
         for depth, row in model.process_tree():
             if f and f not in row.command.lower():
                 continue
@@ -502,15 +537,30 @@ class ProcessesPanel(Panel):
                 cmd.append(f"  (exit {row.exit_code})", "dim")
             cpu = fmt.percent(row.cpu) if row.alive else ""
             rss = fmt.size(row.rss) if row.alive and row.rss else ""
-            table.add_row(Text(str(row.pid), style=style, justify="right"),
-                          Text(cpu, justify="right", style="bold" if (row.cpu or 0) > 50
-                               else style),
-                          Text(rss, justify="right", style=style), cmd)
-        if 0 <= cursor < table.row_count:
-            table.move_cursor(row=cursor, animate=False)
+            rows.append((str(row.pid), [
+                Text(str(row.pid), style=style, justify="right"),
+                Text(cpu, justify="right", style="bold" if (row.cpu or 0) > 50 else style),
+                Text(rss, justify="right", style=style), cmd]))
+        if [k for k, _ in rows] == [k for k, _ in self._shown]:
+            # the same processes in the same places: only the cells that changed (CPU, RSS,
+            # the style of one that exited)
+            for (key, cells), (_, before) in zip(rows, self._shown, strict=True):
+                changed = [(col, new) for col, new, old in zip(PROC_COLUMNS, cells, before,
+                                                               strict=True)
+                           if _looks(new) != _looks(old)]
+                if changed:  # the command column fits its longest, as a rebuild makes it
+                    table.update_row(key, changed, update_width=True)
+        else:
+            cursor = table.cursor_row
+            table.clear()
+            for key, cells in rows:
+                table.add_row(*cells, key=key)
+            if 0 <= cursor < table.row_count:
+                table.move_cursor(row=cursor, animate=False)
+        self._shown = rows
         total = len(model.processes)
-        self.border_title = f"4 Processes · {alive} running" + (
-            f", {total - alive} exited" if total - alive else "")
+        self.set_title(f"4 Processes · {alive} running" + (
+            f", {total - alive} exited" if total - alive else ""))
 
 
 # --------------------------------------------------------------------------- output
@@ -552,11 +602,11 @@ class OutputPanel(Panel):
         self._shown = out.total
         kept = len(out.lines)
         if out.total > kept:  # the oldest were dropped: say the numbers are not the same
-            self.border_title = f"5 Output · showing last {kept} of {out.total} lines"
+            self.set_title(f"5 Output · showing last {kept} of {out.total} lines")
         elif out.total:
-            self.border_title = f"5 Output · {out.total} line{'s' if out.total != 1 else ''}"
+            self.set_title(f"5 Output · {out.total} line{'s' if out.total != 1 else ''}")
         else:
-            self.border_title = "5 Output"
+            self.set_title("5 Output")
 
     def _render_line(self, line: Any) -> Text:
         t = neutralise_line(line.text)  # an OutputLine holds no newline
@@ -704,10 +754,10 @@ class NetworkPanel(Panel):
             if up or down:
                 parts.append(f"↑{fmt.size(up)} ↓{fmt.size(down)}")
             title += " · " + ", ".join(parts)
-        self.border_title = title
+        self.set_title(title)
 
     def _refresh_table(self, model: RunModel, force: bool = False) -> None:
-        table = self.query_one("#network-table", DataTable)
+        table = self.query_one("#network-table", RowTable)
         rows = self._visible(model)
         keys = [str(r.id) for r in rows]
         cursor = table.cursor_row
@@ -722,8 +772,8 @@ class NetworkPanel(Panel):
         else:
             for r in rows[:n]:  # the rows already shown whose request moved on
                 if r.version > self._seen:
-                    for col, value in zip(NET_COLUMNS, self._cells(r, styles), strict=True):
-                        table.update_cell(str(r.id), col, value)
+                    table.update_row(str(r.id), zip(NET_COLUMNS, self._cells(r, styles),
+                                                    strict=True))
             for r in rows[n:]:
                 table.add_row(*self._cells(r, styles), key=str(r.id))
         self._rows = keys
