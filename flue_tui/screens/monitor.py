@@ -171,10 +171,11 @@ class MonitorScreen(Screen[None]):
         self._sync_rows()
         if panel.display and panel.stale:
             panel.refresh_from(self.model)
-        shown = [k for k in PANELS if self.panel(k).display]
-        self.notify(f"{key} {'shown' if panel.display else 'hidden'}"
-                    + ("" if shown else " · every panel is hidden: 1-6 bring them back"),
-                    timeout=1.5)
+        # the panel coming or going says itself which one it was: no toast for that (one
+        # mounted and, 1.5 s later, removed -- two more layouts of the screen per key)
+        if not any(self.panel(k).display for k in PANELS):
+            self.notify(f"{key} hidden · every panel is hidden: 1-6 bring them back",
+                        timeout=3)
 
     def focused_panel(self) -> Panel:
         node = self.focused
