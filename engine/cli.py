@@ -27,7 +27,19 @@ EXIT_FLUE = 125
 
 
 def _err(msg: str) -> None:
-    sys.stderr.write(msg.rstrip("\n") + "\n")
+    try:
+        sys.stderr.write(msg.rstrip("\n") + "\n")
+        sys.stderr.flush()
+    except OSError:
+        # nowhere to say it (a terminal that hung up: EIO; a closed pipe): the report and
+        # the exit code still count. What stays buffered goes to /dev/null, or flushing it
+        # at exit would fail again and make the exit status 120
+        try:
+            null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+            os.dup2(null, sys.stderr.fileno())
+            os.close(null)
+        except (OSError, ValueError):
+            pass
 
 
 def _fail(err: BaseException) -> int:

@@ -276,6 +276,25 @@ def test_exit_codes_and_signals_are_unchanged_and_modes_restored(flue, term, cas
     assert _report(rep)["exit_code"] == want
 
 
+def test_a_hangup_of_the_terminal_is_forwarded_and_the_report_still_written(flue, term):
+    """The terminal goes away under a running flue (a dropped ssh session, a killed tmux):
+    flue, its controlling process, gets SIGHUP and forwards it. Its `flue:` line then has
+    nowhere to go (EIO on the hung-up terminal), which must cost neither the report nor the
+    exit code, nor leave anything behind."""
+    argv, rep, dlg = _flue_argv(flue, ["sh", "-c", "echo up; sleep 30"])
+    term.spawn(argv, flue.env(), flue.s.scratch)
+    term.read_until(rb"up\r\n")
+    for name in ("slave", "master"):  # closing the master hangs the terminal up
+        os.close(getattr(term, name))
+        setattr(term, name, -1)
+    assert term.proc is not None
+    assert term.proc.wait(timeout=60) == 128 + signal.SIGHUP
+    report = _report(rep)
+    assert report["signal"] == signal.SIGHUP and "SIGHUP" in report["message"], report
+    left = dlg.leftovers() if dlg else flue.s.root_leftovers(term.proc.pid)
+    assert not left, left
+
+
 # --------------------------------------------------------------------------- stdio choices
 
 
