@@ -95,6 +95,9 @@ def keeper_main(plan: LaunchPlan, ctrl: int, stdio: tuple[int, int, int],
     # collection writes to every object's header, which would copy each page of the heap
     # shared with the supervisor (megabytes per idle sandbox); they allocate next to nothing
     gc.disable()
+    # a fork server's SIGCHLD handler reaps any child (waitpid(-1)): inherited, it could take
+    # PID 1's exit status before _keeper_wait asks for it, and report 0
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     try:
         _keeper(plan, ctrl, stdio, pass_map, map_sync)
     except _Stage as st:
