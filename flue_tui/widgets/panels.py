@@ -33,7 +33,7 @@ from flue_tui.sanitize import cell, neutralise_line, plain
 from flue_tui.widgets import format as fmt
 from flue_tui.widgets.graph import Graph
 from flue_tui.widgets.stream import StreamView
-from flue_tui.widgets.table import RowTable
+from flue_tui.widgets.table import KeptTree, RowTable
 
 
 class Panel(Vertical):
@@ -381,7 +381,7 @@ class FilesPanel(Panel):
     def compose(self) -> ComposeResult:
         with TabbedContent(id="files-tabs"):
             with TabPane("Tree", id="files-tree-tab"):
-                yield Tree("/work", id="files-tree")
+                yield KeptTree("/work", id="files-tree")
             with TabPane("Changes", id="files-log-tab"):
                 yield StreamView(id="files-log", empty="no file changes yet")
 

@@ -1,4 +1,5 @@
-"""A DataTable of rows, as the monitor and History use them."""
+"""A DataTable of rows, as the monitor and History use them; a Tree that keeps its lines
+through a change of height."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any, ClassVar
 
 from textual import events
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Tree
 from textual.widgets.data_table import CellKey, ColumnKey, RowKey
 
 
@@ -78,3 +79,29 @@ class RowTable(DataTable):  # type: ignore[type-arg]
     async def _on_click(self, event: events.Click) -> None:
         self.moved_by_user = True
         await super()._on_click(event)
+
+    def _on_resize(self, event: events.Resize) -> None:
+        # DataTable moves its update count on every resize, which every render cache has in
+        # its keys: each line is drawn again. A line depends on the width (the fill after
+        # the last column), not on the height: a panel shown or hidden above or below (the
+        # other panels grow or shrink in height only) keeps them. (DataTable's is the only
+        # resize handler of the MRO, so preventing it stops nothing else.)
+        width = event.size.width
+        if width == getattr(self, "_drawn_width", None):
+            event.prevent_default()
+            return
+        self._drawn_width = width
+
+
+class KeptTree(Tree):  # type: ignore[type-arg]
+    """A Tree that, resized in height alone, keeps its lines: Tree's own resize handler
+    throws its line cache away, rebuilds every line and asks for another layout of the
+    screen, for lines that depend on the width only."""
+
+    def _on_resize(self, event: events.Resize) -> None:
+        width = event.size.width
+        if width == getattr(self, "_drawn_width", None):
+            self._line_cache.grow(event.size.height)  # what Tree's own does besides
+            event.prevent_default()
+            return
+        self._drawn_width = width

@@ -93,3 +93,32 @@ async def test_tables_and_titles_updated_in_place_show_what_a_rebuild_shows() ->
                              (procs, "4 Processes · 1 running, 1 exited")):
             top = panel.render_lines(Region(0, 0, panel.outer_size.width, 1))[0].text
             assert title in top, top
+
+
+async def test_a_panel_hidden_below_keeps_the_lines_of_the_tables_and_tree_above() -> None:
+    # hiding Output changes only the heights of the panels above: the tables and the files
+    # tree keep their drawn lines (no new update count, no rebuilt tree) and draw what they
+    # drew, with more rows where there is more room; a change of width draws them again
+    app = make_app(["sh", "-c", "worker"], replay=recording(), remember=False, blink=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        monitor = app.monitor
+        assert monitor is not None
+        dtable = monitor.query_one("#denials-table", RowTable)
+        tree = monitor.query_one("#files-tree")
+        before = drawn(dtable)
+        count, tree_updates = dtable._update_count, tree._updates
+        width, height = dtable.size
+        await pilot.press("5")  # Output hidden: the rows above grow
+        await settle(pilot)
+        assert dtable.size.width == width and dtable.size.height > height
+        assert (dtable._update_count, tree._updates) == (count, tree_updates)
+        after = drawn(dtable)
+        assert after[: len(before)] == before and after[0].strip()
+        await pilot.press("5")
+        await settle(pilot)
+        assert dtable.size == (width, height) and drawn(dtable) == before
+        await pilot.resize_terminal(100, 40)  # narrower: every line is drawn again
+        await settle(pilot)
+        assert dtable._update_count != count and tree._updates != tree_updates
+        assert all(len(line) == dtable.size.width for line in drawn(dtable))
