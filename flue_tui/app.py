@@ -23,11 +23,14 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.worker import Worker, WorkerState
 
 from engine.errors import EngineError
+from flue_tui import _lighter
 from flue_tui.bridge import Bridge, ReplayBridge
 from flue_tui.messages import AskPrompt, EventBatch, ProcessSnapshot, ProfileChanged, RunFinished
 from flue_tui.model import DenialRow, NetRow, RunModel, diff_runs
 from flue_tui.runspec import Prepared, RunSpec, prepare
 from flue_tui.screens.monitor import MonitorScreen
+
+_lighter.apply()  # Textual's Strip, its caches made on first use (see the module)
 
 CSS_FILE = Path(__file__).with_name("app.tcss")
 # the monitor's panels are redrawn at most this often (5 Hz) however fast batches come: the
