@@ -1,4 +1,5 @@
-"""Textual's ``Strip`` with its caches made when first used, not with every strip.
+"""Textual's ``Strip`` with its caches made when first used, and never holding the strip
+itself.
 
 A ``Strip`` (one rendered line) makes seven small caches when it is created (crop, style,
 divide, filter, ...), most of which a strip never uses: under a flood the UI makes thousands
@@ -9,6 +10,14 @@ cache on first use; ``apply()`` does the same for ``Strip``: ``__init__`` sets t
 slots, and reading an unset cache slot (``__getattr__``, asked only when the slot is empty)
 makes that cache, of the size Textual gives it. What a strip computes and returns is
 unchanged.
+
+A strip also cached *itself* whenever an operation was the identity (``crop_extend`` of a
+line already as wide as the view returns the strip): a reference cycle, which only the cyclic
+garbage collector frees. Under a flood every line drawn became one, and the UI's memory rose
+in a sawtooth of several megabytes between full collections. The lazy caches are
+``_OwnCache``: they keep the owner's ``id`` (a number, no reference) and do not store the
+owner (alone or in a list, as ``divide`` returns); the answer is the same, recomputed at the
+cost of the identity check that returns it.
 
 Textual is pinned to a minor version (pyproject); ``apply()`` checks that ``Strip`` still
 has the slots and the constructor it replaces, and leaves Textual as it is otherwise.
@@ -38,11 +47,27 @@ def _init(self: Any, segments: Iterable[Segment], cell_length: int | None = None
     self._cell_count = None
 
 
+class _OwnCache(FIFOCache[Any, Any]):
+    """A strip's cache that never stores the strip it belongs to (see the module)."""
+
+    __slots__ = ("_owner",)
+
+    def set(self, key: Any, value: Any) -> None:
+        owner = self._owner
+        if id(value) == owner or (type(value) is list
+                                  and any(id(v) == owner for v in value)):
+            return
+        FIFOCache.set(self, key, value)
+
+    __setitem__ = set
+
+
 def _getattr(self: Any, name: str) -> Any:
     size = _CACHES.get(name)
     if size is None:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-    cache: FIFOCache[Any, Any] = FIFOCache(size)
+    cache = _OwnCache(size)
+    cache._owner = id(self)
     object.__setattr__(self, name, cache)
     return cache
 

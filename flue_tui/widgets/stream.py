@@ -97,13 +97,18 @@ class StreamView(ScrollView, can_focus=True):
             return
         self._add(entries)
 
-    def _entry(self, item: int) -> Entry:
-        """The entry at ``item``, its Text built now if it was handed over lazily."""
+    def _entry(self, item: int, keep: bool = False) -> Entry:
+        """The entry at ``item``, its Text built now if it was handed over lazily. It is kept
+        (``keep``) only for a filter, which reads every entry at each change of its text;
+        one built to be drawn is not: under a flood the output stream would keep a Text per
+        line drawn, up to ``maxlen`` of them, megabytes the payload already holds (drawing
+        a line again builds it again; its strip is cached)."""
         entry = self._items[item]
         if entry[0] is None:
             assert self.render is not None, "a lazy entry needs StreamView(render=...)"
             entry = (self.render(entry[1]), entry[1])
-            self._items[item] = entry
+            if keep:
+                self._items[item] = entry
             w = entry[0].cell_len
             self._widths[item] = w
             if w > self._max_width:
@@ -124,7 +129,7 @@ class StreamView(ScrollView, can_focus=True):
                 self.unseen += len(entries)
         else:
             for i in range(start, start + len(entries)):
-                if self.matcher(self._entry(i), f):
+                if self.matcher(self._entry(i, keep=True), f):
                     self._view.append(i)
                     if not self.follow:
                         self.unseen += 1
@@ -171,7 +176,7 @@ class StreamView(ScrollView, can_focus=True):
         self.filter_text = text.lower().strip()
         f = self.filter_text
         self._view = [i for i in range(len(self._items))
-                      if not f or self.matcher(self._entry(i), f)]
+                      if not f or self.matcher(self._entry(i, keep=True), f)]
         self._cache.clear()
         self.cursor = len(self._view) - 1 if self.follow else min(self.cursor,
                                                                   len(self._view) - 1)

@@ -31,3 +31,18 @@ def _set(s: Strip, name: str) -> bool:
     except AttributeError:
         return False
     return True
+
+
+def test_a_strip_never_caches_itself() -> None:
+    # Textual's own caches stored the strip itself when an operation was the identity: a
+    # reference cycle per line drawn, freed only by a full garbage collection
+    import sys
+
+    s = Strip([Segment("x" * 20)], 20)
+    refs = sys.getrefcount(s)
+    assert s.crop_extend(0, 20, Style()) is s and s.crop(0, 20) is s
+    assert [p.text for p in s.divide([20])] == ["x" * 20]
+    assert sys.getrefcount(s) == refs  # nothing of its own holds it
+    wider = s.crop_extend(0, 30, Style())
+    assert wider is not s and wider.cell_length == 30
+    assert s.crop_extend(0, 30, Style()) is wider  # other results are still cached
