@@ -4,6 +4,8 @@ what a table filled from scratch shows, styles included, and what they draw must
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from rich.text import Text
@@ -48,12 +50,18 @@ def drawn(table: RowTable) -> list[str]:
     return [table.render_line(y).text for y in range(table.size.height)]
 
 
-async def test_tables_and_titles_updated_in_place_show_what_a_rebuild_shows() -> None:
+@contextlib.asynccontextmanager
+async def replayed() -> AsyncIterator[tuple[Any, Any, Any]]:
+    """The app, its pilot and its monitor, the recording played in."""
     app = make_app(["sh", "-c", "worker"], replay=recording(), remember=False, blink=False)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
-        monitor = app.monitor
-        assert monitor is not None
+        assert app.monitor is not None
+        yield app, pilot, app.monitor
+
+
+async def test_tables_and_titles_updated_in_place_show_what_a_rebuild_shows() -> None:
+    async with replayed() as (app, pilot, monitor):
         model = app.run_model
         procs, denials = monitor.panel("processes"), monitor.panel("denials")
         ptable = monitor.query_one("#proc-table", RowTable)
@@ -99,11 +107,7 @@ async def test_a_panel_hidden_below_keeps_the_lines_of_the_tables_and_tree_above
     # hiding Output changes only the heights of the panels above: the tables and the files
     # tree keep their drawn lines (no new update count, no rebuilt tree) and draw what they
     # drew, with more rows where there is more room; a change of width draws them again
-    app = make_app(["sh", "-c", "worker"], replay=recording(), remember=False, blink=False)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot)
-        monitor = app.monitor
-        assert monitor is not None
+    async with replayed() as (_app, pilot, monitor):
         dtable = monitor.query_one("#denials-table", RowTable)
         tree = monitor.query_one("#files-tree")
         before = drawn(dtable)
