@@ -225,7 +225,12 @@ class StreamView(ScrollView, can_focus=True):
             self.set_reactive(StreamView.virtual_size, size)
             return
         if (old.height > ch) != (size.height > ch) or (old.width > cw) != (size.width > cw):
-            self.virtual_size = size  # a scrollbar comes or goes: a layout pass
+            # a scrollbar comes or goes: a layout pass. The scrollbars are shown now, not at
+            # that pass: a widget without a vertical scrollbar refuses to scroll, and the
+            # scroll to the end that follows (a batch or a filter that first fills more than
+            # the view) would leave a following stream at its top until the next batch
+            self.virtual_size = size
+            self._scroll_update(size)
             return
         self.set_reactive(StreamView.virtual_size, size)
         self._scroll_update(size)

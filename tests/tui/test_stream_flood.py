@@ -58,3 +58,32 @@ async def test_full_stream_keeps_its_virtual_size() -> None:
             await pilot.pause()
         assert sizes == {1000}
         assert view.show_vertical_scrollbar
+
+
+def drawn(view: StreamView) -> list[str]:
+    return [view.render_line(y).text.rstrip() for y in range(view.size.height)]
+
+
+async def test_a_batch_that_first_overflows_the_view_is_followed_to_its_end() -> None:
+    # the batch (or the filter's end) that makes the vertical scrollbar appear: the scroll
+    # to the end came before the scrollbar and was refused, and a following stream stayed at
+    # its top until another batch came (a program's whole output in one batch: never)
+    app = StreamApp()
+    async with app.run_test(size=(60, 12)) as pilot:
+        view = app.query_one(StreamView)
+        await pilot.pause()
+        view.extend((None, OutputLine("stdout", f"line {i}", 0.0)) for i in range(100))
+        await pilot.pause()
+        assert view.follow and view.show_vertical_scrollbar
+        assert view.scroll_y == view.max_scroll_y > 0
+        assert drawn(view)[-1] == "line 99", drawn(view)
+        assert view.vertical_scrollbar.position == view.scroll_y  # its thumb at the end
+        view.set_filter("line 9")  # 11 lines: still more than the view
+        await pilot.pause()
+        view.set_filter("line 99")  # one: no scrollbar
+        await pilot.pause()
+        assert not view.show_vertical_scrollbar and drawn(view)[0] == "line 99"
+        view.set_filter("")  # all of them again: the end is shown, as it is followed
+        await pilot.pause()
+        assert view.follow and view.scroll_y == view.max_scroll_y > 0
+        assert drawn(view)[-1] == "line 99", drawn(view)
