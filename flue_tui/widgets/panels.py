@@ -393,6 +393,15 @@ class FilesPanel(Panel):
         tree.show_root = True
         tree.root.expand()
         tree.guide_depth = 2
+        self._files: dict[str, FileState] = {}
+        self.app.theme_changed_signal.subscribe(self, self._relabel)
+
+    def _relabel(self, _theme: object) -> None:
+        """A label holds the colours of the theme it was built in: build them again."""
+        for path, node in self._tree_nodes.items():
+            f = self._files.get(path)
+            if f is not None:
+                node.set_label(self._label(f, os.path.basename(path)))
 
     @property
     def filter_target(self) -> StreamView | None:
@@ -408,13 +417,16 @@ class FilesPanel(Panel):
         super().reset()
         self._logged = 0
         self._tree_nodes = {}
+        self._files = {}
         tree = self.query_one("#files-tree", Tree)
         tree.clear()
         self.query_one("#files-log", StreamView).clear()
 
     def _label(self, f: FileState, name: str) -> Text:
+        # partial: the class's colour and strike only; a label with the panel's background
+        # baked in drew a patch of it over the tree's own and over the cursor line
         mark, cls = MARK.get(f.change, ("?", "files--present"))
-        style = self.get_component_rich_style(cls)
+        style = self.get_component_rich_style(cls, partial=True)
         t = Text(no_wrap=True, end="")
         t.append(f"{mark} ", style)
         t.append(plain(name, 80) + ("/" if f.is_dir else ""), style)
@@ -440,6 +452,7 @@ class FilesPanel(Panel):
 
     def _rebuild_tree(self, model: RunModel) -> None:
         tree = self.query_one("#files-tree", Tree)
+        self._files = model.files
         roots = {"/work": tree.root}
         for path in sorted(model.files):
             f = model.files[path]
