@@ -69,6 +69,34 @@ class Panel(Vertical):
         top = self.content_offset
         self.refresh(Region(-top.x, -top.y, size.width, 1))
 
+    # the bottom border: the status line of the stream shown in the panel (filter count,
+    # paused, entries that arrived while not following); a panel with hints of its own there
+    # (Network) keeps them
+    uses_subtitle = False
+
+    @on(StreamView.StatusChanged)
+    def _stream_status(self, event: StreamView.StatusChanged) -> None:
+        event.stop()
+        self._show_stream_status()
+
+    @on(TabbedContent.TabActivated)
+    def _tab_status(self, event: TabbedContent.TabActivated) -> None:
+        self._show_stream_status()
+
+    def _show_stream_status(self) -> None:
+        if self.uses_subtitle:
+            return
+        text = ""
+        for stream in self.query(StreamView):
+            node: Any = stream
+            while node is not None and node is not self and node.display:
+                node = node.parent
+            if node is self:  # the stream and its tab are shown
+                text = stream.status_text
+                break
+        if text != (self.border_subtitle or ""):
+            self.border_subtitle = text
+
     def refresh_from(self, model: RunModel | None) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -664,6 +692,8 @@ class NetworkPanel(Panel):
     """Every connection attempt in ``allowlist`` mode (refused ones highlighted) and, in a
     DNS tab, every question to the sandbox's DNS stub. Shown by itself when a run is in
     allowlist mode or reaches for the network; ``6`` toggles it."""
+
+    uses_subtitle = True  # its bottom border explains the selected request
 
     panel_key = "network"
     title = "6 Network"

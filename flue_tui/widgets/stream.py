@@ -56,6 +56,19 @@ class StreamView(ScrollView, can_focus=True):
         def control(self) -> StreamView:
             return self.stream
 
+    class StatusChanged(Message):
+        """The stream's status line (filter count, paused, new entries while not following)
+        changed; the panel around it shows it on its bottom border (a StreamView has none)."""
+
+        def __init__(self, stream: StreamView, text: str) -> None:
+            super().__init__()
+            self.stream = stream
+            self.text = text
+
+        @property
+        def control(self) -> StreamView:
+            return self.stream
+
     follow: reactive[bool] = reactive(True)
     paused: reactive[bool] = reactive(False)
 
@@ -81,6 +94,7 @@ class StreamView(ScrollView, can_focus=True):
         self.total = 0
         self._max_width = 0
         self._cache: dict[tuple[int, bool, int], Strip] = {}
+        self.status_text = ""  # what _update_subtitle last said (StatusChanged)
 
     # --- content -------------------------------------------------------------------------
 
@@ -244,7 +258,10 @@ class StreamView(ScrollView, can_focus=True):
             parts.append(f"⏸ paused · {self.unseen} new" if self.unseen else "⏸ paused")
         elif not self.follow and self.unseen:
             parts.append(f"▼ {self.unseen} new (end: follow)")
-        self.border_subtitle = " · ".join(parts)
+        text = " · ".join(parts)
+        if text != self.status_text:
+            self.status_text = text
+            self.post_message(self.StatusChanged(self, text))
 
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
