@@ -244,7 +244,7 @@ def _origin_procs(dirs: tuple[str, ...]) -> list[int]:
     except OSError:
         return []
 
-    fds: list[int] = []
+    files: list[str] = []
     for d in dirs:
         best: tuple[int, str] | None = None
         for m in mounts:
@@ -261,13 +261,9 @@ def _origin_procs(dirs: tuple[str, ...]) -> list[int]:
                 home = cgroupfs.map_to_mount(m, ln.path)
                 if home is not None and (best is None or len(mp) > best[0]):
                     best = (len(mp), home)
-        if best is None:
-            continue
-        try:
-            fds.append(os.open(os.path.join(best[1], "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC))
-        except OSError:
-            continue
-    return fds
+        if best is not None:
+            files.append(os.path.join(best[1], "cgroup.procs"))
+    return _open_procs(tuple(files))
 
 
 def _needs_host_privilege(dirs: tuple[str, ...]) -> bool:

@@ -300,8 +300,7 @@ class Sandbox:
 
     def _cg_origins(self) -> tuple[str, ...]:
         backend = self._cg_make[0] if self._cg_make else None
-        origins = getattr(backend, "origin_procs", None)
-        return tuple(origins()) if origins is not None else ()
+        return backend.origin_procs() if backend is not None else ()
 
     def _make_cgroup(self) -> None:
         from engine import cgroups

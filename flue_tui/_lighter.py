@@ -25,7 +25,6 @@ has the slots and the constructor it replaces, and leaves Textual as it is other
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterable
 from typing import Any
 
@@ -74,16 +73,17 @@ def _getattr(self: Any, name: str) -> Any:
 
 def _matches() -> bool:
     """Whether Strip is the one this replaces: the same slots, and an __init__ that makes
-    exactly these caches with these sizes."""
+    FIFOCaches for exactly these slots, of these sizes (read off its code object, not its
+    source: no file read at every start)."""
     slots = set(getattr(Strip, "__slots__", ()))
     if slots != set(_CACHES) | set(_OTHER_SLOTS) or "__getattr__" in Strip.__dict__:
         return False
-    try:
-        src = inspect.getsource(Strip.__init__)
-    except (OSError, TypeError):
+    code = getattr(Strip.__init__, "__code__", None)
+    if code is None:
         return False
-    return all(f"self.{name}" in src and f"FIFOCache({size})" in src
-               for name, size in _CACHES.items())
+    names = set(code.co_names)
+    return ("FIFOCache" in names and set(_CACHES) <= names
+            and set(_CACHES.values()) <= set(code.co_consts))
 
 
 def apply() -> bool:

@@ -433,34 +433,30 @@ def session() -> Iterator[Session]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture(params=MODES)
-def flue(request: pytest.FixtureRequest, session: Session) -> Iterator[Flue]:
-    """The flue CLI, as root and as an unprivileged uid (each test runs in both modes)."""
-    f = Flue(request.param, session)
+def _flue_as(mode: str, session: Session) -> Iterator[Flue]:
+    f = Flue(mode, session)
     try:
         yield f
     finally:
         f.close()
+
+
+@pytest.fixture(params=MODES)
+def flue(request: pytest.FixtureRequest, session: Session) -> Iterator[Flue]:
+    """The flue CLI, as root and as an unprivileged uid (each test runs in both modes)."""
+    yield from _flue_as(request.param, session)
 
 
 @pytest.fixture
 def flue_root(session: Session) -> Iterator[Flue]:
     """The flue CLI as root only (for what only root can ask for, e.g. --host-uid)."""
-    f = Flue("root", session)
-    try:
-        yield f
-    finally:
-        f.close()
+    yield from _flue_as("root", session)
 
 
 @pytest.fixture
 def flue_user(session: Session) -> Iterator[Flue]:
     """The flue CLI as the unprivileged uid only (for what only concerns that case)."""
-    f = Flue("user", session)
-    try:
-        yield f
-    finally:
-        f.close()
+    yield from _flue_as("user", session)
 
 
 @pytest.fixture

@@ -86,6 +86,10 @@ class CgroupBackend(Protocol):
     def planned_dirs(self, name: str) -> tuple[str, ...]:
         """The directories ``create(name, ...)`` may make (a superset), none made yet."""
 
+    def origin_procs(self) -> tuple[str, ...]:
+        """The ``cgroup.procs`` of the groups a process forked from this one starts in, if
+        the backend knows them; empty: the keeper reads them from /proc."""
+
     def create(self, name: str, limits: Limits) -> SandboxCgroup:
         """Create the group and apply ``limits``. Raises ``LimitUnavailable`` (with a fix)
         when a requested limit cannot be enforced here."""

@@ -25,6 +25,7 @@ class RowTable(DataTable):  # type: ignore[type-arg]
     def __init__(self, *, id: str | None = None, zebra_stripes: bool = False) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=zebra_stripes)
         self.moved_by_user = False
+        self._drawn_width: int | None = None  # the width its lines were drawn at
 
     def update_row(self, row_key: str, cells: Iterable[tuple[str, Any]], *,
                    update_width: bool = False) -> None:
@@ -87,7 +88,7 @@ class RowTable(DataTable):  # type: ignore[type-arg]
         # other panels grow or shrink in height only) keeps them. (DataTable's is the only
         # resize handler of the MRO, so preventing it stops nothing else.)
         width = event.size.width
-        if width == getattr(self, "_drawn_width", None):
+        if width == self._drawn_width:
             event.prevent_default()
             return
         self._drawn_width = width
